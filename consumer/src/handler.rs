@@ -1,0 +1,125 @@
+//! One job, start to finish, without the broker: fetch, transform, store, and say what the
+//! delivery loop must do with the message. Keeping the broker out makes every failure class
+//! testable on its own.
+
+use pokeq_shared::job::{ErrorKind, Job};
+use pokeq_shared::pokeapi::{FetchError, PokeApi};
+use pokeq_shared::store::{Store, StoreError};
+use pokeq_shared::topology::{Delay, RetryDelays};
+use pokeq_shared::transform::transform;
+
+/// What became of a job, and so what the delivery loop does with its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored and marked done (or found done already, with no API call): ack.
+    Done { written: bool },
+    /// A transient failure: publish to the wait queue of `delay` carrying `failures`, then ack.
+    Retry {
+        delay: Delay,
+        failures: u32,
+        error: String,
+    },
+    /// A permanent failure, or the last transient one: publish to the dead-letter exchange with
+    /// the reason, mark the item failed, then ack.
+    Dead {
+        kind: ErrorKind,
+        reason: String,
+        failures: u32,
+    },
+    /// pokeq's own infrastructure (Postgres) failed: hand the message back without counting an
+    /// attempt, because the job itself did nothing wrong.
+    Unavailable { error: String },
+}
+
+pub struct Handler {
+    pub api: PokeApi,
+    pub store: Store,
+    pub max_attempts: u32,
+    pub delays: RetryDelays,
+}
+
+impl Handler {
+    /// Runs `job`, which has already failed transiently `failures` times.
+    pub async fn handle(&self, job: &Job, failures: u32) -> Outcome {
+        match self.try_handle(job, failures).await {
+            Ok(outcome) => outcome,
+            Err(error) => Outcome::Unavailable {
+                error: error.to_string(),
+            },
+        }
+    }
+
+    /// The outcome, with the item's state already recorded: `done` with its row, the attempt
+    /// and error of a retry, or `failed` with the reason of a dead letter.
+    async fn try_handle(&self, job: &Job, failures: u32) -> Result<Outcome, StoreError> {
+        let outcome = self.run(job, failures).await?;
+        if let Outcome::Dead {
+            kind,
+            reason,
+            failures,
+        } = &outcome
+        {
+            self.store
+                .mark_failed(job.id, *kind, *failures as i32, reason)
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn run(&self, job: &Job, failures: u32) -> Result<Outcome, StoreError> {
+        if self.store.is_done(job.id).await? {
+            tracing::debug!("already done; no API call");
+            return Ok(Outcome::Done { written: false });
+        }
+        let tries = failures + 1;
+        let body = match self.api.pokemon(job.id).await {
+            Ok(body) => body,
+            Err(FetchError::NotFound) => {
+                return Ok(Outcome::Dead {
+                    kind: ErrorKind::NotFound,
+                    reason: format!("pokemon {} not found (HTTP 404)", job.id),
+                    failures: tries,
+                });
+            }
+            Err(FetchError::Permanent(reason)) => {
+                return Ok(Outcome::Dead {
+                    kind: ErrorKind::MalformedPayload,
+                    reason,
+                    failures: tries,
+                });
+            }
+            Err(FetchError::Transient {
+                reason,
+                retry_after,
+            }) => {
+                if tries >= self.max_attempts {
+                    return Ok(Outcome::Dead {
+                        kind: ErrorKind::Exhausted,
+                        reason: format!("{tries} attempts failed; last: {reason}"),
+                        failures: tries,
+                    });
+                }
+                self.store
+                    .record_attempt(job.id, tries as i32, &reason)
+                    .await?;
+                return Ok(Outcome::Retry {
+                    delay: self.delays.next(tries, retry_after).clone(),
+                    failures: tries,
+                    error: reason,
+                });
+            }
+        };
+        let pokemon = match transform(job.id, &body) {
+            Ok(pokemon) => pokemon,
+            Err(error) => {
+                return Ok(Outcome::Dead {
+                    kind: ErrorKind::MalformedPayload,
+                    reason: error.0,
+                    failures: tries,
+                });
+            }
+        };
+        let written = self.store.save_done(&pokemon, tries as i32).await?;
+        Ok(Outcome::Done { written })
+    }
+}

@@ -1,0 +1,368 @@
+//! The producer: one request for the list's `count`, a plan of pages, pages fetched concurrently,
+//! and one confirmed job published for every listed resource that is not already handled.
+//!
+//! Crash safety comes from the order of writes: items are recorded `pending` before their job is
+//! published and move to `queued` only after the broker confirmed it. Killed at any moment, a
+//! rerun finds the unconfirmed items still `pending` and publishes them again; nothing else.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use clap::Parser;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use lapin::{Channel, PublisherConfirm};
+use pokeq_shared::broker;
+use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_duration};
+use pokeq_shared::job::{Job, RESOURCE};
+use pokeq_shared::pokeapi::{ClientOptions, FetchError, ListPage, PokeApi};
+use pokeq_shared::shutdown::CancellationToken;
+use pokeq_shared::store::Store;
+use pokeq_shared::topology::{RetryDelays, Topology};
+
+/// Command line of `producer`; every flag also reads an environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "producer",
+    version,
+    about = "List PokeAPI and publish one job per resource not yet done"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Results asked for per list request.
+    #[arg(long, env = "POKEQ_PAGE_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub page_size: u64,
+
+    /// Take only the first N resources of the list.
+    #[arg(long, env = "POKEQ_LIMIT")]
+    pub limit: Option<u64>,
+
+    /// List pages fetched and published at once.
+    #[arg(long, env = "POKEQ_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub concurrency: u64,
+
+    /// Also publish items that failed before (they go back to `queued`).
+    #[arg(long, env = "POKEQ_RETRY_FAILED")]
+    pub retry_failed: bool,
+
+    /// Whole-request timeout of one list request.
+    #[arg(long, env = "POKEQ_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_timeout: Duration,
+}
+
+/// The producer's validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: Common,
+    pub page_size: u64,
+    pub limit: Option<u64>,
+    pub concurrency: usize,
+    pub retry_failed: bool,
+    pub http: ClientOptions,
+}
+
+impl Cli {
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        Ok(Config {
+            common: self.common.validate()?,
+            page_size: self.page_size,
+            limit: self.limit,
+            concurrency: self.concurrency as usize,
+            retry_failed: self.retry_failed,
+            http: ClientOptions {
+                timeout: self.http_timeout,
+                ..ClientOptions::default()
+            },
+        })
+    }
+}
+
+/// What a run did; its `Display` is the contract's last line on stdout.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Resources the list returned (within `--limit`).
+    pub listed: u64,
+    /// Jobs published and confirmed by the broker.
+    pub published: u64,
+    /// Listed resources not published: done, queued, or failed without `--retry-failed`.
+    pub skipped: u64,
+    /// List pages in the plan.
+    pub pages: u64,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "listed={} published={} skipped={} pages={}",
+            self.listed, self.published, self.skipped, self.pages
+        )
+    }
+}
+
+/// Tries of one list request or one batch of publishes before the run fails.
+const MAX_TRIES: usize = 8;
+
+struct Producer {
+    api: PokeApi,
+    store: Store,
+    channel: Channel,
+    exchange: String,
+    retry_failed: bool,
+    listed: AtomicU64,
+    published: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// Runs once: plan, list, publish, and return when every publish is confirmed. A cancelled
+/// `shutdown` stops starting pages and fails the run once those in flight are settled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Summary> {
+    let api = PokeApi::new(&config.common.pokeapi_url, &config.http)
+        .context("cannot build the HTTP client")?;
+    let store = Store::open(
+        &config.common.database,
+        &config.common.database_url,
+        config.concurrency + 1,
+    )
+    .await?;
+    let connection = broker::connect(&config.common.amqp_url, "pokeq-producer").await?;
+    let channel = broker::confirm_channel(&connection).await?;
+    let topology = Topology::new(
+        &config.common.prefix,
+        config.common.queue_type,
+        RetryDelays::default(),
+    );
+    topology
+        .declare(&channel)
+        .await
+        .context("cannot declare the RabbitMQ topology")?;
+
+    let producer = Arc::new(Producer {
+        api,
+        store,
+        channel,
+        exchange: topology.jobs(),
+        retry_failed: config.retry_failed,
+        listed: AtomicU64::new(0),
+        published: AtomicU64::new(0),
+        skipped: AtomicU64::new(0),
+    });
+
+    let first_limit = config
+        .limit
+        .map_or(config.page_size, |limit| limit.min(config.page_size));
+    let first = producer.fetch_page(0, first_limit.max(1)).await?;
+    let total = config
+        .limit
+        .map_or(first.count, |limit| limit.min(first.count));
+    let pages = plan(total, config.page_size);
+    tracing::info!(count = first.count, total, pages = pages.len(), "planned");
+
+    let mut first_results = first.results;
+    first_results.truncate(pages.first().map_or(0, |(_, limit)| *limit as usize));
+    producer.publish_page(first_results).await?;
+
+    let rest = stream::iter(pages.iter().skip(1).copied())
+        .take_until(shutdown.cancelled())
+        .map(|(offset, limit)| {
+            let producer = Arc::clone(&producer);
+            async move {
+                let page = producer.fetch_page(offset, limit).await?;
+                let mut results = page.results;
+                results.truncate(limit as usize);
+                producer.publish_page(results).await
+            }
+        })
+        .buffer_unordered(config.concurrency);
+    rest.try_collect::<Vec<()>>().await?;
+
+    let summary = Summary {
+        listed: producer.listed.load(Ordering::Relaxed),
+        published: producer.published.load(Ordering::Relaxed),
+        skipped: producer.skipped.load(Ordering::Relaxed),
+        pages: pages.len() as u64,
+    };
+    let _ = connection.close(200, ShortString::from("done")).await;
+    if shutdown.is_cancelled() {
+        anyhow::bail!("interrupted before every page was listed ({summary})");
+    }
+    tracing::info!(%summary, "all jobs published");
+    Ok(summary)
+}
+
+/// `(offset, limit)` of every page of a list of `total` items.
+pub fn plan(total: u64, page_size: u64) -> Vec<(u64, u64)> {
+    (0..total)
+        .step_by(page_size.max(1) as usize)
+        .map(|offset| (offset, page_size.min(total - offset)))
+        .collect()
+}
+
+impl Producer {
+    /// One list page, retried with backoff while the failure is transient.
+    async fn fetch_page(&self, offset: u64, limit: u64) -> anyhow::Result<ListPage> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(Duration::from_secs(30))
+            .with_max_times(MAX_TRIES - 1)
+            .with_jitter();
+        (|| self.api.list(offset, limit))
+            .retry(backoff)
+            .when(FetchError::is_transient)
+            .adjust(|error, delay| match error {
+                FetchError::Transient {
+                    retry_after: Some(wait),
+                    ..
+                } => delay.map(|d| d.max(*wait)),
+                _ => delay,
+            })
+            .notify(|error, wait| tracing::warn!(offset, %error, ?wait, "list request failed"))
+            .await
+            .with_context(|| format!("cannot fetch the list page at offset {offset}"))
+    }
+
+    /// Records a page's items, publishes a job for each one to publish, and marks the confirmed
+    /// ones `queued`.
+    async fn publish_page(
+        &self,
+        results: Vec<pokeq_shared::pokeapi::ListEntry>,
+    ) -> anyhow::Result<()> {
+        let mut items = Vec::with_capacity(results.len());
+        for entry in results {
+            match entry.id() {
+                Some(id) => items.push((id, entry.name)),
+                None => {
+                    tracing::warn!(url = %entry.url, name = %entry.name, "list entry without an id; ignored")
+                }
+            }
+        }
+        items.sort_unstable_by_key(|(id, _)| *id);
+        items.dedup_by_key(|(id, _)| *id);
+        self.store.record_listed(&items).await?;
+        let ids: Vec<i32> = items.iter().map(|(id, _)| *id).collect();
+        let claimed = self
+            .store
+            .claim_for_publish(&ids, self.retry_failed)
+            .await?;
+        let jobs: Vec<Job> = items
+            .into_iter()
+            .filter(|(id, _)| claimed.contains(id))
+            .map(|(id, name)| Job::new(id, name))
+            .collect();
+
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(MAX_TRIES - 1);
+        let mut unconfirmed = jobs;
+        let mut delays = backoff.build();
+        loop {
+            let (confirmed, failed) = self.publish_batch(&unconfirmed).await;
+            if !confirmed.is_empty() {
+                self.store.mark_queued(&confirmed).await?;
+                self.published
+                    .fetch_add(confirmed.len() as u64, Ordering::Relaxed);
+            }
+            match failed {
+                None => break,
+                Some(error) => {
+                    unconfirmed.retain(|job| !confirmed.contains(&job.id));
+                    let Some(wait) = delays.next() else {
+                        return Err(error).context(format!(
+                            "{} jobs still unconfirmed after {MAX_TRIES} tries",
+                            unconfirmed.len()
+                        ));
+                    };
+                    tracing::warn!(%error, unconfirmed = unconfirmed.len(), ?wait, "publish failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        self.listed.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        self.skipped
+            .fetch_add((ids.len() - claimed.len()) as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Publishes every job, then awaits every confirm: the ids the broker confirmed, and the
+    /// first error if any job was not confirmed.
+    async fn publish_batch(&self, jobs: &[Job]) -> (Vec<i32>, Option<broker::BrokerError>) {
+        let mut pending: Vec<(i32, PublisherConfirm)> = Vec::with_capacity(jobs.len());
+        let mut error = None;
+        for job in jobs {
+            let publish = self
+                .channel
+                .basic_publish(
+                    ShortString::from(self.exchange.as_str()),
+                    ShortString::from(RESOURCE),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &job.encode(),
+                    job.properties(),
+                )
+                .await;
+            match publish {
+                Ok(confirm) => pending.push((job.id, confirm)),
+                Err(e) => {
+                    error = Some(e.into());
+                    break;
+                }
+            }
+        }
+        let mut confirmed = Vec::with_capacity(pending.len());
+        for (id, confirm) in pending {
+            let outcome = match tokio::time::timeout(Duration::from_secs(30), confirm).await {
+                Ok(Ok(confirmation)) => broker::check(confirmation, &self.exchange, RESOURCE),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(broker::BrokerError::ConfirmTimeout(Duration::from_secs(30))),
+            };
+            match outcome {
+                Ok(()) => confirmed.push(id),
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        (confirmed, error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_covers_every_item_once() {
+        assert_eq!(plan(0, 100), vec![]);
+        assert_eq!(plan(250, 100), vec![(0, 100), (100, 100), (200, 50)]);
+        assert_eq!(plan(100, 100), vec![(0, 100)]);
+        let pages = plan(1351, 100);
+        assert_eq!(pages.len(), 14);
+        assert_eq!(pages.iter().map(|(_, l)| l).sum::<u64>(), 1351);
+    }
+
+    #[test]
+    fn summary_is_the_contract_line() {
+        let summary = Summary {
+            listed: 3,
+            published: 2,
+            skipped: 1,
+            pages: 1,
+        };
+        assert_eq!(
+            summary.to_string(),
+            "listed=3 published=2 skipped=1 pages=1"
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! RabbitMQ connections and confirmed publishing.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use crate::config::mask_url;
+
+/// Longest wait for one TCP + AMQP handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the broker to confirm one publish.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot connect to RabbitMQ at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("RabbitMQ error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused (nacked) a publish to {exchange} {routing_key}")]
+    Nacked {
+        exchange: String,
+        routing_key: String,
+    },
+    #[error("the broker returned an unroutable publish to {exchange} {routing_key}: {reply}")]
+    Returned {
+        exchange: String,
+        routing_key: String,
+        reply: String,
+    },
+    #[error("no confirm from the broker within {0:?}")]
+    ConfirmTimeout(Duration),
+}
+
+/// Connects once, within [`CONNECT_TIMEOUT`]. The error shows the URL with its password masked.
+pub async fn connect_once(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    let properties =
+        ConnectionProperties::default().with_connection_name(LongString::from(name.to_owned()));
+    let failed = |reason: String| BrokerError::Connect {
+        url: mask_url(url),
+        reason,
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(failed(error.to_string())),
+        Err(_) => Err(failed(format!("no answer within {CONNECT_TIMEOUT:?}"))),
+    }
+}
+
+/// Connects, retrying with capped exponential backoff for about a minute: a broker that is still
+/// starting (compose, Kubernetes) is a normal condition, not a failure.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(15)
+        .with_jitter();
+    (|| connect_once(url, name))
+        .retry(backoff)
+        .notify(|error, wait| tracing::warn!(%error, ?wait, "RabbitMQ not reachable yet"))
+        .await
+}
+
+/// A channel with publisher confirms on.
+pub async fn confirm_channel(connection: &Connection) -> Result<Channel, BrokerError> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Publishes one message as mandatory and waits for its confirm: `Ok` means the broker has the
+/// message in a queue. A nack, a return (no queue bound) or a timeout is an error, so the caller
+/// keeps the original until this returns `Ok`.
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), BrokerError> {
+    let confirm = channel
+        .basic_publish(
+            ShortString::from(exchange),
+            ShortString::from(routing_key),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await?;
+    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+        .await
+        .map_err(|_| BrokerError::ConfirmTimeout(CONFIRM_TIMEOUT))??;
+    check(confirmation, exchange, routing_key)
+}
+
+/// Turns a confirmation into `Ok` only for an ack of a routed message.
+pub fn check(
+    confirmation: Confirmation,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<(), BrokerError> {
+    match confirmation {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(returned)) => Err(BrokerError::Returned {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            reply: returned.reply_text.to_string(),
+        }),
+        Confirmation::Nack(_) => Err(BrokerError::Nacked {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+        }),
+    }
+}

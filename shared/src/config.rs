@@ -1,0 +1,281 @@
+//! Settings shared by every binary, parsed by clap (flag first, then environment variable) and
+//! validated once at start so that a bad value stops the process before it touches anything.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// A setting that failed validation. Its `Display` names the setting and shows the value with any
+/// password masked, because this text ends up in terminals and logs.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {setting}: {value:?}: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(setting: &'static str, value: &str, reason: impl fmt::Display) -> Self {
+        Self {
+            setting,
+            value: mask_url(value),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Kind of the work and dead-letter queues. Quorum queues replicate across a RabbitMQ cluster and
+/// enforce a delivery limit; classic ones are for brokers where quorum queues are unwanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Connection settings and names every binary takes. Values holding credentials hide their
+/// environment value from `--help`.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// RabbitMQ URL (amqp:// or amqps://).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub amqp_url: String,
+
+    /// Postgres URL; the database is created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/pokeq",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub database_url: String,
+
+    /// PokeAPI base URL (the stub serves the same paths).
+    #[arg(long, env = "POKEAPI_URL", default_value = "https://pokeapi.co/api/v2")]
+    pub pokeapi_url: String,
+
+    /// Every exchange and queue name starts with `<prefix>.`.
+    #[arg(long, env = "POKEQ_PREFIX", default_value = "pokeq")]
+    pub prefix: String,
+
+    /// Kind of the jobs and dead queues.
+    #[arg(long, env = "POKEQ_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
+    pub queue_type: QueueType,
+
+    /// `json` for one JSON object per log line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// [`CommonArgs`] once validated: URLs known to parse, the prefix known to be a safe name.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub amqp_url: String,
+    pub database: tokio_postgres::Config,
+    pub database_url: String,
+    pub pokeapi_url: String,
+    pub prefix: String,
+    pub queue_type: QueueType,
+    pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    pub fn validate(&self) -> Result<Common, ConfigError> {
+        let amqp = url::Url::parse(&self.amqp_url)
+            .map_err(|e| ConfigError::new("AMQP_URL", &self.amqp_url, e))?;
+        if !matches!(amqp.scheme(), "amqp" | "amqps") {
+            return Err(ConfigError::new(
+                "AMQP_URL",
+                &self.amqp_url,
+                "scheme must be amqp or amqps",
+            ));
+        }
+        lapin::uri::AMQPUri::from_str(&self.amqp_url)
+            .map_err(|e| ConfigError::new("AMQP_URL", &self.amqp_url, e))?;
+
+        let database = tokio_postgres::Config::from_str(&self.database_url)
+            .map_err(|e| ConfigError::new("DATABASE_URL", &self.database_url, e))?;
+        if database.get_dbname().is_none() {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                &self.database_url,
+                "no database name",
+            ));
+        }
+
+        let api = url::Url::parse(&self.pokeapi_url)
+            .map_err(|e| ConfigError::new("POKEAPI_URL", &self.pokeapi_url, e))?;
+        if !matches!(api.scheme(), "http" | "https") {
+            return Err(ConfigError::new(
+                "POKEAPI_URL",
+                &self.pokeapi_url,
+                "scheme must be http or https",
+            ));
+        }
+
+        let prefix_ok = !self.prefix.is_empty()
+            && self.prefix.len() <= 100
+            && self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !prefix_ok {
+            return Err(ConfigError::new(
+                "POKEQ_PREFIX",
+                &self.prefix,
+                "use 1 to 100 of A-Z a-z 0-9 - _ .",
+            ));
+        }
+
+        Ok(Common {
+            amqp_url: self.amqp_url.clone(),
+            database,
+            database_url: self.database_url.clone(),
+            pokeapi_url: self.pokeapi_url.trim_end_matches('/').to_owned(),
+            prefix: self.prefix.clone(),
+            queue_type: self.queue_type,
+            log_format: self.log_format,
+        })
+    }
+}
+
+/// Replaces the password of a URL with `****`, so a value can be shown in errors and logs.
+/// Text that does not parse as a URL is masked between `://user:` and `@` all the same.
+pub fn mask_url(value: &str) -> String {
+    if let Ok(mut url) = url::Url::parse(value) {
+        if url.password().is_some() && url.set_password(Some("****")).is_ok() {
+            return url.to_string();
+        }
+        return value.to_owned();
+    }
+    match (value.find("://"), value.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &value[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:****{}",
+                    &value[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &value[at..]
+                ),
+                None => value.to_owned(),
+            }
+        }
+        _ => value.to_owned(),
+    }
+}
+
+/// Parses durations written as `250ms`, `5s`, `2m` or `1h`: the forms the contract's flags use.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (use ms, s, m or h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1_000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => {
+            return Err(format!(
+                "{text:?} has unknown unit {unit:?} (use ms, s, m or h)"
+            ));
+        }
+    }
+    .ok_or_else(|| format!("{text:?} is too long"))?;
+    Ok(Duration::from_millis(millis))
+}
+
+/// Writes a duration the way [`parse_duration`] reads it, in the largest whole unit: this is the
+/// label of a retry wait queue, so equal delays always give the same queue name.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(3_600_000) && millis > 0 {
+        format!("{}h", millis / 3_600_000)
+    } else if millis.is_multiple_of(60_000) && millis > 0 {
+        format!("{}m", millis / 60_000)
+    } else if millis.is_multiple_of(1_000) && millis > 0 {
+        format!("{}s", millis / 1_000)
+    } else {
+        format!("{millis}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_password_in_urls() {
+        assert_eq!(
+            mask_url("amqp://user:s3cret@host:5672/%2f"),
+            "amqp://user:****@host:5672/%2f"
+        );
+        assert_eq!(
+            mask_url("postgres://postgres:hunter2@db/pokeq"),
+            "postgres://postgres:****@db/pokeq"
+        );
+        assert_eq!(mask_url("http://host/api"), "http://host/api");
+        assert_eq!(mask_url("bad://u:p@@x y"), "bad://u:****@x y");
+    }
+
+    #[test]
+    fn durations_round_trip_through_labels() {
+        for (text, label) in [
+            ("1s", "1s"),
+            ("60s", "1m"),
+            ("1500ms", "1500ms"),
+            ("2m", "2m"),
+        ] {
+            let parsed = parse_duration(text).unwrap();
+            assert_eq!(format_duration(parsed), label);
+            assert_eq!(parse_duration(label).unwrap(), parsed);
+        }
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn bad_common_setting_names_itself_and_hides_password() {
+        let args = CommonArgs {
+            amqp_url: "http://guest:topsecret@host/".into(),
+            database_url: "postgres://postgres:postgres@127.0.0.1/pokeq".into(),
+            pokeapi_url: "https://pokeapi.co/api/v2".into(),
+            prefix: "pokeq".into(),
+            queue_type: QueueType::Quorum,
+            log_format: LogFormat::Text,
+        };
+        let error = args.validate().unwrap_err().to_string();
+        assert!(error.contains("AMQP_URL"), "{error}");
+        assert!(!error.contains("topsecret"), "{error}");
+    }
+}

@@ -1,0 +1,55 @@
+//! The contract's exit codes in one place: 0 done, 2 bad usage or configuration, 1 a runtime
+//! failure that retries could not cure.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use crate::config::{ConfigError, LogFormat};
+use crate::shutdown::{self, CancellationToken};
+use crate::telemetry;
+
+/// Exit status for a setting that failed validation.
+pub const CONFIG: u8 = 2;
+/// Exit status for a runtime failure.
+pub const FAILURE: u8 = 1;
+
+/// The body of every binary's `main`: reports a bad setting with exit 2, otherwise sets up
+/// tracing and a runtime, runs `run` with a signal-driven shutdown token, and maps its error to
+/// exit 1 with the whole error chain in the log.
+pub fn main<C, T, F, Fut>(
+    binary: &str,
+    config: Result<C, ConfigError>,
+    log_format: impl FnOnce(&C) -> LogFormat,
+    run: F,
+) -> ExitCode
+where
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let config = match config {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{binary}: {error}");
+            return ExitCode::from(CONFIG);
+        }
+    };
+    telemetry::init(log_format(&config));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{binary}: cannot start the async runtime: {error}");
+            return ExitCode::from(FAILURE);
+        }
+    };
+    let result = runtime.block_on(async move { run(config, shutdown::on_signal()).await });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "{binary} failed");
+            ExitCode::from(FAILURE)
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The job message: what a producer publishes for one resource and a consumer decodes.
+//!
+//! A body is untrusted input (anyone with queue access can publish), so decoding is strict and
+//! every refusal says precisely why; the consumer dead-letters such a message as
+//! `invalid_message` instead of crashing or looping on it.
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, ShortString};
+use serde::{Deserialize, Serialize};
+
+/// The only resource kind pokeq ingests today; also the routing key of its jobs.
+pub const RESOURCE: &str = "pokemon";
+/// The body format version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// Largest body accepted; a real job is under 100 bytes.
+pub const MAX_BODY: usize = 4 * 1024;
+
+/// Number of failed tries so far; absent on a first delivery.
+pub const ATTEMPTS_HEADER: &str = "x-pokeq-attempts";
+/// Why a message was dead-lettered: one of [`ErrorKind`]'s names.
+pub const ERROR_KIND_HEADER: &str = "x-pokeq-error-kind";
+/// Human-readable reason of a dead letter.
+pub const ERROR_HEADER: &str = "x-pokeq-error";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub v: u32,
+    pub resource: String,
+    pub id: i32,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A body that is not a job this build can run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidMessage(pub String);
+
+impl Job {
+    pub fn new(id: i32, name: impl Into<String>) -> Self {
+        Self {
+            v: VERSION,
+            resource: RESOURCE.to_owned(),
+            id,
+            name: name.into(),
+        }
+    }
+
+    /// `pokemon/<id>`: the AMQP message id, stable across retries and replays.
+    pub fn message_id(&self) -> String {
+        format!("{}/{}", self.resource, self.id)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising a struct of strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Persistent JSON message with the job's id, as the producer publishes it.
+    pub fn properties(&self) -> BasicProperties {
+        BasicProperties::default()
+            .with_content_type(ShortString::from("application/json"))
+            .with_delivery_mode(2)
+            .with_message_id(ShortString::from(self.message_id()))
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Job, InvalidMessage> {
+        if body.len() > MAX_BODY {
+            return Err(InvalidMessage(format!(
+                "body of {} bytes is over the {MAX_BODY}-byte limit",
+                body.len()
+            )));
+        }
+        let text = std::str::from_utf8(body)
+            .map_err(|e| InvalidMessage(format!("body is not UTF-8: {e}")))?;
+        let job: Job = serde_json::from_str(text)
+            .map_err(|e| InvalidMessage(format!("body is not a job: {e}")))?;
+        if job.v != VERSION {
+            return Err(InvalidMessage(format!(
+                "unknown version v={} (this build reads v={VERSION})",
+                job.v
+            )));
+        }
+        if job.resource != RESOURCE {
+            return Err(InvalidMessage(format!(
+                "unknown resource {:?} (expected {RESOURCE:?})",
+                job.resource
+            )));
+        }
+        if job.id <= 0 {
+            return Err(InvalidMessage(format!(
+                "id {} is not a positive integer",
+                job.id
+            )));
+        }
+        Ok(job)
+    }
+}
+
+/// Why a job ended in the dead-letter queue; the names are the contract's header values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    MalformedPayload,
+    InvalidMessage,
+    Exhausted,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::MalformedPayload => "malformed_payload",
+            ErrorKind::InvalidMessage => "invalid_message",
+            ErrorKind::Exhausted => "exhausted",
+        }
+    }
+}
+
+/// Failed tries recorded on a message; a missing or unreadable header counts as none.
+pub fn attempts(properties: &BasicProperties) -> u32 {
+    let value = properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(ATTEMPTS_HEADER).cloned());
+    let count = match value {
+        Some(AMQPValue::ShortShortInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortShortUInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortUInt(n)) => i64::from(n),
+        Some(AMQPValue::LongInt(n)) => i64::from(n),
+        Some(AMQPValue::LongUInt(n)) => i64::from(n),
+        Some(AMQPValue::LongLongInt(n)) => n,
+        _ => 0,
+    };
+    u32::try_from(count).unwrap_or(0)
+}
+
+/// A header of text, as read back from a dead letter.
+pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(text) => Some(text.to_string()),
+        AMQPValue::ShortString(text) => Some(text.to_string()),
+        _ => None,
+    }
+}
+
+/// The properties of `original` with `headers` set (other headers kept), for re-publishing a
+/// delivery to the retry or dead-letter exchange without losing its id or trace context.
+pub fn with_headers(original: &BasicProperties, headers: &[(&str, AMQPValue)]) -> BasicProperties {
+    let mut table = original
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    for (name, value) in headers {
+        table.insert(ShortString::from(*name), value.clone());
+    }
+    let properties = original.clone().with_headers(table);
+    if properties.delivery_mode().is_none() {
+        properties.with_delivery_mode(2)
+    } else {
+        properties
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_the_contract_shape() {
+        let body = Job::new(25, "pikachu").encode();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"v":1,"resource":"pokemon","id":25,"name":"pikachu"}"#
+        );
+        assert_eq!(Job::decode(&body).unwrap(), Job::new(25, "pikachu"));
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_job_with_a_reason() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"not json", "not a job"),
+            (br#"{"v":2,"resource":"pokemon","id":1}"#, "unknown version"),
+            (br#"{"v":1,"resource":"berry","id":1}"#, "unknown resource"),
+            (br#"{"v":1,"resource":"pokemon","id":-4}"#, "not a positive"),
+            (br#"{"v":1,"resource":"pokemon","id":0}"#, "not a positive"),
+            (br#"{"v":1,"resource":"pokemon","id":"1"}"#, "not a job"),
+            (b"\xff\xfe", "not UTF-8"),
+        ];
+        for (body, reason) in cases {
+            let error = Job::decode(body).unwrap_err().to_string();
+            assert!(error.contains(reason), "{error} should say {reason}");
+        }
+        let huge = vec![b' '; MAX_BODY + 1];
+        assert!(Job::decode(&huge).unwrap_err().0.contains("limit"));
+        let too_big_id = br#"{"v":1,"resource":"pokemon","id":99999999999}"#;
+        assert!(Job::decode(too_big_id).is_err());
+    }
+
+    #[test]
+    fn attempts_header_round_trips_and_defaults_to_zero() {
+        let job = Job::new(1, "bulbasaur");
+        assert_eq!(attempts(&job.properties()), 0);
+        let retried = with_headers(
+            &job.properties(),
+            &[(ATTEMPTS_HEADER, AMQPValue::LongInt(3))],
+        );
+        assert_eq!(attempts(&retried), 3);
+        assert_eq!(
+            retried.message_id().as_ref().map(|s| s.as_str()),
+            Some("pokemon/1")
+        );
+    }
+}

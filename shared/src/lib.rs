@@ -1,0 +1,24 @@
+//! pokeq's shared library: everything the producer, the consumer and the operator CLI need.
+//!
+//! Data flows one way, and the modules follow it:
+//! - [`config`] parses and validates the settings every binary shares, masking secrets.
+//! - [`pokeapi`] is the HTTP client for the list and detail endpoints, with timeouts, a body cap
+//!   and a classification of failures into transient and permanent.
+//! - [`job`] is the message a producer publishes and a consumer decodes, and its AMQP headers.
+//! - [`topology`] names and declares the exchanges and queues, identically in every binary.
+//! - [`broker`] connects to RabbitMQ and publishes with confirms.
+//! - [`transform`] turns a PokeAPI detail document into the row pokeq stores.
+//! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows.
+//! - [`telemetry`] sets up tracing; [`shutdown`] turns signals into a cancellation token;
+//!   [`exit`] maps a binary's outcome to the contract's exit codes.
+
+pub mod broker;
+pub mod config;
+pub mod exit;
+pub mod job;
+pub mod pokeapi;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod topology;
+pub mod transform;

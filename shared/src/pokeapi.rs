@@ -1,0 +1,240 @@
+//! HTTP client for PokeAPI's list and detail endpoints.
+//!
+//! Every request has a connect timeout and a whole-request timeout, every body a size cap, and
+//! every failure a class: [`FetchError::Transient`] may cure itself (timeouts, dropped
+//! connections, 5xx, 429), the others never will. Callers branch on that class.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde::Deserialize;
+
+/// Default body cap: the largest real detail document is 1.3 MB pretty-printed.
+pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// Worth trying again later; `retry_after` is the server's own request, if it made one.
+    #[error("{reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The resource does not exist.
+    #[error("not found (HTTP 404)")]
+    NotFound,
+    /// The answer will not change by asking again: an oversized or unreadable body.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl FetchError {
+    fn transient(reason: impl Into<String>) -> Self {
+        FetchError::Transient {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FetchError::Transient { .. })
+    }
+}
+
+/// One page of `/pokemon?offset=&limit=`; only what the producer needs is decoded.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListPage {
+    pub count: u64,
+    pub results: Vec<ListEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListEntry {
+    pub name: String,
+    pub url: String,
+}
+
+impl ListEntry {
+    /// The resource id, from the last path segment of its `url` (ids are not positions).
+    pub fn id(&self) -> Option<i32> {
+        id_from_url(&self.url)
+    }
+}
+
+pub fn id_from_url(url: &str) -> Option<i32> {
+    let path = url.split(['?', '#']).next()?;
+    let segment = path.trim_end_matches('/').rsplit('/').next()?;
+    segment.parse::<i32>().ok().filter(|id| *id > 0)
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Whole-request timeout, body included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_body: usize,
+    /// Idle keep-alive connections kept per host: enough for the process's concurrency.
+    pub pool_per_host: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_body: DEFAULT_MAX_BODY,
+            pool_per_host: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PokeApi {
+    http: reqwest::Client,
+    base: String,
+    max_body: usize,
+}
+
+impl PokeApi {
+    /// `base` is the API root without a trailing slash, e.g. `https://pokeapi.co/api/v2`.
+    pub fn new(base: &str, options: &ClientOptions) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.connect_timeout)
+            .pool_max_idle_per_host(options.pool_per_host)
+            .user_agent(concat!("pokeq/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            max_body: options.max_body,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn list(&self, offset: u64, limit: u64) -> Result<ListPage, FetchError> {
+        let url = format!("{}/pokemon/?offset={offset}&limit={limit}", self.base);
+        let body = self.get(&url).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| FetchError::Permanent(format!("list page is not what PokeAPI sends: {e}")))
+    }
+
+    /// The raw detail document of one pokemon. The URL is built here from a validated id,
+    /// never taken from a message or a payload.
+    pub async fn pokemon(&self, id: i32) -> Result<Bytes, FetchError> {
+        if id <= 0 {
+            return Err(FetchError::Permanent(format!("id {id} is not positive")));
+        }
+        self.get(&format!("{}/pokemon/{id}/", self.base)).await
+    }
+
+    async fn get(&self, url: &str) -> Result<Bytes, FetchError> {
+        let mut response = self.http.get(url).send().await.map_err(request_error)?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            return Err(FetchError::NotFound);
+        }
+        if !status.is_success() {
+            return Err(FetchError::Transient {
+                reason: format!("HTTP {status}"),
+                retry_after: retry_after(response.headers()),
+            });
+        }
+        if let Some(length) = response.content_length()
+            && length > self.max_body as u64
+        {
+            return Err(too_large(self.max_body));
+        }
+        let mut body = BytesMut::with_capacity(
+            response
+                .content_length()
+                .map_or(64 * 1024, |n| n as usize)
+                .min(self.max_body),
+        );
+        while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(too_large(self.max_body));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+}
+
+fn too_large(max: usize) -> FetchError {
+    FetchError::Permanent(format!("response body is over the {max}-byte limit"))
+}
+
+/// Every error reqwest raises after the request left is about the transport (timeout, refused
+/// or dropped connection, body cut short): all may cure themselves.
+fn request_error(error: reqwest::Error) -> FetchError {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "body cut short"
+    } else {
+        "request failed"
+    };
+    let mut reason = format!("{what}: {error}");
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        reason.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    FetchError::transient(reason)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare for APIs and is ignored).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds.min(24 * 3600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_come_from_urls() {
+        assert_eq!(
+            id_from_url("https://pokeapi.co/api/v2/pokemon/25/"),
+            Some(25)
+        );
+        assert_eq!(
+            id_from_url("http://127.0.0.1:1/api/v2/pokemon/10001"),
+            Some(10001)
+        );
+        assert_eq!(id_from_url("/api/v2/pokemon/7/?x=1"), Some(7));
+        assert_eq!(
+            id_from_url("https://pokeapi.co/api/v2/pokemon/pikachu/"),
+            None
+        );
+        assert_eq!(id_from_url("https://pokeapi.co/api/v2/pokemon/-1/"), None);
+        assert_eq!(id_from_url(""), None);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
+}

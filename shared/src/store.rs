@@ -1,0 +1,383 @@
+//! Postgres: the database itself (created if missing), migrations, item state and rows.
+//!
+//! Item state follows DESIGN.md: the producer moves items `pending → queued` (only after the
+//! broker confirmed the job), the consumer moves them to `done` in the same statement that
+//! writes the row, or to `failed` with the reason. A `done` item is never written again.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::mask_url;
+use crate::job::{ErrorKind, RESOURCE};
+use crate::transform::Pokemon;
+
+/// Versioned migrations, embedded so every binary carries the schema it needs.
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+/// Advisory lock key that serialises migrations across every process sharing the database.
+const MIGRATION_LOCK: i64 = 0x706f_6b65_715f_6d69; // "pokeq_mi"
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to Postgres at {url}: {source}")]
+    Connect {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("Postgres error: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+    #[error("Postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("Postgres pool setup: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
+}
+
+/// A pool of connections to pokeq's database.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// Counts of items by status.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatusCounts {
+    pub pending: i64,
+    pub queued: i64,
+    pub done: i64,
+    pub failed: i64,
+}
+
+impl Store {
+    /// Connects, creating the database if it does not exist, and applies pending migrations.
+    pub async fn open(
+        config: &tokio_postgres::Config,
+        url: &str,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
+        let mut config = config.clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let mut client = match connect(&config).await {
+            Ok(client) => client,
+            Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+                create_database(&config)
+                    .await
+                    .map_err(|source| StoreError::Connect {
+                        url: mask_url(url),
+                        source,
+                    })?;
+                connect(&config)
+                    .await
+                    .map_err(|source| StoreError::Connect {
+                        url: mask_url(url),
+                        source,
+                    })?
+            }
+            Err(source) => {
+                return Err(StoreError::Connect {
+                    url: mask_url(url),
+                    source,
+                });
+            }
+        };
+        migrate(&mut client).await?;
+
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()?;
+        Ok(Self { pool })
+    }
+
+    /// The schema version this database is at.
+    pub async fn schema_version(&self) -> Result<i32, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "select coalesce(max(version), 0) from pokeq_schema_migrations",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Records listed items as `pending`; items already known keep their state.
+    pub async fn record_listed(&self, items: &[(i32, String)]) -> Result<(), StoreError> {
+        let (ids, names): (Vec<i32>, Vec<&str>) =
+            items.iter().map(|(id, name)| (*id, name.as_str())).unzip();
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "insert into ingest_items (resource, id, name, status)
+                 select $1, t.id, t.name, 'pending' from unnest($2::int[], $3::text[]) as t(id, name)
+                 on conflict (resource, id) do nothing",
+                &[&RESOURCE, &ids, &names],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Of `ids`, the ones a producer must publish: those `pending` (never confirmed) and, with
+    /// `retry_failed`, those `failed`, which move back to `pending`. `done` and `queued` items
+    /// are left alone.
+    pub async fn claim_for_publish(
+        &self,
+        ids: &[i32],
+        retry_failed: bool,
+    ) -> Result<Vec<i32>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "update ingest_items set status = 'pending', updated_at = now()
+                 where resource = $1 and id = any($2)
+                   and (status = 'pending' or ($3 and status = 'failed'))
+                 returning id",
+                &[&RESOURCE, &ids, &retry_failed],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// `pending → queued` for jobs the broker confirmed. An item a consumer already finished
+    /// (done or failed) stays as it is.
+    pub async fn mark_queued(&self, ids: &[i32]) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute(
+                "update ingest_items set status = 'queued', updated_at = now()
+                 where resource = $1 and id = any($2) and status = 'pending'",
+                &[&RESOURCE, &ids],
+            )
+            .await?)
+    }
+
+    pub async fn is_done(&self, id: i32) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "select status = 'done' from ingest_items where resource = $1 and id = $2",
+                &[&RESOURCE, &id],
+            )
+            .await?;
+        Ok(row.is_some_and(|row| row.get(0)))
+    }
+
+    /// Writes the row and marks its item `done` in one statement, hence one transaction. Returns
+    /// false, writing nothing, when the item was already done: of two consumers holding the same
+    /// job, the second waits for the first's commit and then skips.
+    pub async fn save_done(&self, pokemon: &Pokemon, attempts: i32) -> Result<bool, StoreError> {
+        let stats = serde_json::to_value(&pokemon.stats).unwrap_or_default();
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "with item as (
+                    insert into ingest_items (resource, id, name, status, attempts, updated_at)
+                    values ($1, $2, $3, 'done', $4, now())
+                    on conflict (resource, id) do update
+                        set status = 'done', attempts = excluded.attempts, name = excluded.name,
+                            last_error = null, error_kind = null, updated_at = now()
+                        where ingest_items.status <> 'done'
+                    returning id
+                 )
+                 insert into pokemon (id, name, height_m, weight_kg, base_experience, types,
+                                      abilities, stats, sprite_url, species, is_default, sort_order)
+                 select $2, $3, round($5::int::numeric / 10, 1), round($6::int::numeric / 10, 1),
+                        $7, $8, $9, $10, $11, $12, $13, $14
+                 from item
+                 on conflict (id) do update
+                    set name = excluded.name, height_m = excluded.height_m,
+                        weight_kg = excluded.weight_kg, base_experience = excluded.base_experience,
+                        types = excluded.types, abilities = excluded.abilities,
+                        stats = excluded.stats, sprite_url = excluded.sprite_url,
+                        species = excluded.species, is_default = excluded.is_default,
+                        sort_order = excluded.sort_order, ingested_at = now()",
+            )
+            .await?;
+        let written = client
+            .execute(
+                &statement,
+                &[
+                    &RESOURCE,
+                    &pokemon.id,
+                    &pokemon.name,
+                    &attempts,
+                    &pokemon.height,
+                    &pokemon.weight,
+                    &pokemon.base_experience,
+                    &pokemon.types,
+                    &pokemon.abilities,
+                    &stats,
+                    &pokemon.sprite,
+                    &pokemon.species,
+                    &pokemon.is_default,
+                    &pokemon.order,
+                ],
+            )
+            .await?;
+        Ok(written > 0)
+    }
+
+    /// Records a transient failure: the item stays `queued` (its job waits in a retry queue).
+    pub async fn record_attempt(
+        &self,
+        id: i32,
+        attempts: i32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "insert into ingest_items (resource, id, status, attempts, last_error)
+                 values ($1, $2, 'queued', $3, $4)
+                 on conflict (resource, id) do update
+                    set attempts = excluded.attempts, last_error = excluded.last_error,
+                        updated_at = now()
+                    where ingest_items.status <> 'done'",
+                &[&RESOURCE, &id, &attempts, &error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the item `failed` with the reason its job was dead-lettered (a done item stays done).
+    pub async fn mark_failed(
+        &self,
+        id: i32,
+        kind: ErrorKind,
+        attempts: i32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "insert into ingest_items (resource, id, status, attempts, last_error, error_kind)
+                 values ($1, $2, 'failed', $3, $4, $5)
+                 on conflict (resource, id) do update
+                    set status = 'failed', attempts = excluded.attempts,
+                        last_error = excluded.last_error, error_kind = excluded.error_kind,
+                        updated_at = now()
+                    where ingest_items.status <> 'done'",
+                &[&RESOURCE, &id, &attempts, &error, &kind.as_str()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "select status, count(*) from ingest_items where resource = $1 group by status",
+                &[&RESOURCE],
+            )
+            .await?;
+        let mut counts = StatusCounts::default();
+        for row in rows {
+            let n: i64 = row.get(1);
+            match row.get::<_, &str>(0) {
+                "pending" => counts.pending = n,
+                "queued" => counts.queued = n,
+                "done" => counts.done = n,
+                "failed" => counts.failed = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The pool, for callers that run their own queries (the CLI, tests).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "Postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the configured database through the `postgres` maintenance database. Several
+/// processes may race to create it; losing that race is success.
+async fn create_database(config: &tokio_postgres::Config) -> Result<(), tokio_postgres::Error> {
+    let name = config.get_dbname().unwrap_or("pokeq").to_owned();
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let client = connect(&maintenance).await?;
+    let sql = format!("create database \"{}\"", name.replace('"', "\"\""));
+    match client.batch_execute(&sql).await {
+        Ok(()) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        Err(error)
+            if error.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                || error.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Applies every migration not yet applied, in one transaction holding an advisory lock, so that
+/// many processes starting together apply each migration exactly once and none fails.
+async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("select pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "create table if not exists pokeq_schema_migrations (
+            version    integer primary key,
+            name       text not null,
+            applied_at timestamptz not null default now()
+        )",
+    )
+    .await?;
+    let applied: Vec<i32> = tx
+        .query("select version from pokeq_schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "insert into pokeq_schema_migrations (version, name) values ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        tracing::info!(version, name, "applied migration");
+    }
+    tx.commit().await
+}
+
+/// Parses a database URL (for callers that have only the text).
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    tokio_postgres::Config::from_str(url)
+}

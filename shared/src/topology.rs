@@ -1,0 +1,342 @@
+//! The RabbitMQ names and arguments of the contract, described once as data.
+//!
+//! Every binary declares the same [`Declaration`]s at start (declaring is idempotent as long as
+//! the arguments are identical), and the deployment's `definitions.json` is checked against the
+//! same list, so code and broker configuration cannot drift apart.
+
+use std::time::Duration;
+
+use lapin::Channel;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use serde_json::{Value, json};
+
+use crate::config::{QueueType, format_duration, parse_duration};
+use crate::job::RESOURCE;
+
+/// Deliveries of one message before a quorum jobs queue dead-letters it: the guard against a
+/// message that crashes every consumer that takes it. Matches RabbitMQ 4's default.
+pub const DELIVERY_LIMIT: i64 = 20;
+
+/// One wait queue's delay, with the label that names its queue (`5s` → `<prefix>.retry.5s`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delay {
+    pub duration: Duration,
+    pub label: String,
+}
+
+impl Delay {
+    pub fn new(duration: Duration) -> Self {
+        Self {
+            duration,
+            label: format_duration(duration),
+        }
+    }
+}
+
+/// The retry schedule: the n-th transient failure of a job waits `delays[n-1]` (the last delay
+/// repeats), and never less than the API's `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryDelays(Vec<Delay>);
+
+impl RetryDelays {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut delays = Vec::new();
+        for part in text.split(',') {
+            let duration = parse_duration(part)?;
+            if duration.is_zero() {
+                return Err(format!("{part:?}: a retry delay must be longer than zero"));
+            }
+            if duration > Duration::from_secs(24 * 3600) {
+                return Err(format!("{part:?}: a retry delay is at most 24h"));
+            }
+            delays.push(Delay::new(duration));
+        }
+        delays.sort_by_key(|d| d.duration);
+        delays.dedup();
+        if delays.is_empty() {
+            return Err("at least one retry delay is needed".into());
+        }
+        Ok(Self(delays))
+    }
+
+    pub fn all(&self) -> &[Delay] {
+        &self.0
+    }
+
+    /// Delay before try number `failures + 1`, given `failures` transient failures so far (≥ 1)
+    /// and the wait the API asked for: the scheduled delay, or the shortest one that covers
+    /// `retry_after` (the longest there is if none does).
+    pub fn next(&self, failures: u32, retry_after: Option<Duration>) -> &Delay {
+        let index = (failures.max(1) as usize - 1).min(self.0.len() - 1);
+        let scheduled = &self.0[index];
+        match retry_after {
+            Some(wanted) if wanted > scheduled.duration => self
+                .0
+                .iter()
+                .find(|d| d.duration >= wanted)
+                .unwrap_or(&self.0[self.0.len() - 1]),
+            _ => scheduled,
+        }
+    }
+}
+
+impl Default for RetryDelays {
+    fn default() -> Self {
+        // The contract's default `--retry-delays 1s,5s,30s,2m,10m`.
+        Self(
+            [1, 5, 30, 120, 600]
+                .into_iter()
+                .map(|s| Delay::new(Duration::from_secs(s)))
+                .collect(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+}
+
+impl ExchangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+        }
+    }
+}
+
+/// One thing to declare, with its arguments as JSON so the same value can be compared with a
+/// RabbitMQ definitions file. Every exchange and queue is durable and never auto-deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Declaration {
+    Exchange {
+        name: String,
+        kind: ExchangeKind,
+    },
+    Queue {
+        name: String,
+        arguments: serde_json::Map<String, Value>,
+    },
+    Binding {
+        exchange: String,
+        queue: String,
+        routing_key: String,
+    },
+}
+
+/// The names and arguments for one prefix, queue type and retry schedule.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub prefix: String,
+    pub queue_type: QueueType,
+    pub delays: RetryDelays,
+}
+
+impl Topology {
+    pub fn new(prefix: &str, queue_type: QueueType, delays: RetryDelays) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            queue_type,
+            delays,
+        }
+    }
+
+    /// Exchange and queue of the work; jobs are routed by resource kind.
+    pub fn jobs(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+
+    /// Exchange that routes a retried job to the wait queue of its delay.
+    pub fn retry(&self) -> String {
+        format!("{}.retry", self.prefix)
+    }
+
+    pub fn retry_queue(&self, delay: &Delay) -> String {
+        format!("{}.retry.{}", self.prefix, delay.label)
+    }
+
+    /// Fanout exchange and queue of dead letters.
+    pub fn dead(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    pub fn declarations(&self) -> Vec<Declaration> {
+        let mut jobs_args = serde_json::Map::new();
+        jobs_args.insert("x-queue-type".into(), json!(self.queue_type.as_str()));
+        jobs_args.insert("x-dead-letter-exchange".into(), json!(self.dead()));
+        if self.queue_type == QueueType::Quorum {
+            jobs_args.insert("x-delivery-limit".into(), json!(DELIVERY_LIMIT));
+        }
+        let mut dead_args = serde_json::Map::new();
+        dead_args.insert("x-queue-type".into(), json!(self.queue_type.as_str()));
+
+        let mut list = vec![
+            Declaration::Exchange {
+                name: self.dead(),
+                kind: ExchangeKind::Fanout,
+            },
+            Declaration::Queue {
+                name: self.dead(),
+                arguments: dead_args,
+            },
+            Declaration::Binding {
+                exchange: self.dead(),
+                queue: self.dead(),
+                routing_key: String::new(),
+            },
+            Declaration::Exchange {
+                name: self.jobs(),
+                kind: ExchangeKind::Direct,
+            },
+            Declaration::Queue {
+                name: self.jobs(),
+                arguments: jobs_args,
+            },
+            Declaration::Binding {
+                exchange: self.jobs(),
+                queue: self.jobs(),
+                routing_key: RESOURCE.to_owned(),
+            },
+            Declaration::Exchange {
+                name: self.retry(),
+                kind: ExchangeKind::Direct,
+            },
+        ];
+        for delay in self.delays.all() {
+            // Wait queues are classic: a message only sits out its TTL there, and classic queues
+            // take per-queue TTL with dead-lettering on every RabbitMQ version pokeq supports.
+            let mut args = serde_json::Map::new();
+            args.insert("x-queue-type".into(), json!("classic"));
+            args.insert(
+                "x-message-ttl".into(),
+                json!(delay.duration.as_millis() as u64),
+            );
+            args.insert("x-dead-letter-exchange".into(), json!(self.jobs()));
+            args.insert("x-dead-letter-routing-key".into(), json!(RESOURCE));
+            list.push(Declaration::Queue {
+                name: self.retry_queue(delay),
+                arguments: args,
+            });
+            list.push(Declaration::Binding {
+                exchange: self.retry(),
+                queue: self.retry_queue(delay),
+                routing_key: delay.label.clone(),
+            });
+        }
+        list
+    }
+
+    /// Declares everything, in an order where each binding's ends already exist.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        for declaration in self.declarations() {
+            match declaration {
+                Declaration::Exchange { name, kind } => {
+                    let kind = match kind {
+                        ExchangeKind::Direct => lapin::ExchangeKind::Direct,
+                        ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
+                    };
+                    channel
+                        .exchange_declare(
+                            ShortString::from(name),
+                            kind,
+                            ExchangeDeclareOptions {
+                                durable: true,
+                                ..ExchangeDeclareOptions::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await?;
+                }
+                Declaration::Queue { name, arguments } => {
+                    channel
+                        .queue_declare(
+                            ShortString::from(name),
+                            QueueDeclareOptions::durable(),
+                            field_table(&arguments),
+                        )
+                        .await?;
+                }
+                Declaration::Binding {
+                    exchange,
+                    queue,
+                    routing_key,
+                } => {
+                    channel
+                        .queue_bind(
+                            ShortString::from(queue),
+                            ShortString::from(exchange),
+                            ShortString::from(routing_key),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every queue of this topology, for tools that report depths or clean up.
+    pub fn queues(&self) -> Vec<String> {
+        self.declarations()
+            .into_iter()
+            .filter_map(|d| match d {
+                Declaration::Queue { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn field_table(arguments: &serde_json::Map<String, Value>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in arguments {
+        let value = match value {
+            Value::String(text) => AMQPValue::LongString(LongString::from(text.as_str())),
+            Value::Number(n) => AMQPValue::LongLongInt(n.as_i64().unwrap_or_default()),
+            Value::Bool(b) => AMQPValue::Boolean(*b),
+            _ => continue,
+        };
+        table.insert(ShortString::from(key.as_str()), value);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_parse_sort_and_label() {
+        let delays = RetryDelays::parse("30s,1s,2m,5s,10m").unwrap();
+        let labels: Vec<_> = delays.all().iter().map(|d| d.label.as_str()).collect();
+        assert_eq!(labels, ["1s", "5s", "30s", "2m", "10m"]);
+        assert_eq!(delays, RetryDelays::default());
+        assert!(RetryDelays::parse("0s").is_err());
+        assert!(RetryDelays::parse("1s,,2s").is_err());
+    }
+
+    #[test]
+    fn next_delay_follows_schedule_and_honours_retry_after() {
+        let delays = RetryDelays::default();
+        assert_eq!(delays.next(1, None).label, "1s");
+        assert_eq!(delays.next(3, None).label, "30s");
+        assert_eq!(delays.next(99, None).label, "10m");
+        assert_eq!(delays.next(1, Some(Duration::from_secs(3))).label, "5s");
+        assert_eq!(delays.next(4, Some(Duration::from_secs(3))).label, "2m");
+        assert_eq!(delays.next(1, Some(Duration::from_secs(7200))).label, "10m");
+    }
+
+    #[test]
+    fn names_start_with_the_prefix() {
+        let topology = Topology::new("acme", QueueType::Quorum, RetryDelays::default());
+        assert_eq!(topology.jobs(), "acme.jobs");
+        assert_eq!(topology.dead(), "acme.dead");
+        let queues = topology.queues();
+        assert!(queues.contains(&"acme.retry.5s".to_owned()));
+        assert!(queues.iter().all(|q| q.starts_with("acme.")));
+    }
+}
