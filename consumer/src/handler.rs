@@ -2,6 +2,8 @@
 //! delivery loop must do with the message. Keeping the broker out makes every failure class
 //! testable on its own.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use pokeq_shared::job::{ErrorKind, Job};
 use pokeq_shared::pokeapi::{FetchError, PokeApi};
 use pokeq_shared::store::{Store, StoreError};
@@ -18,7 +20,13 @@ pub enum Outcome {
         delay: Delay,
         failures: u32,
         error: String,
+        /// Unix milliseconds before which the job must not run again, when the API asked for a
+        /// longer wait than `delay`.
+        not_before: Option<i64>,
     },
+    /// The job arrived before its `not_before` time: back to the wait queue of `delay`, counting
+    /// no attempt.
+    Defer { delay: Delay },
     /// A permanent failure, or the last transient one: publish to the dead-letter exchange with
     /// the reason, mark the item failed, then ack.
     Dead {
@@ -39,6 +47,17 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// [`Outcome::Defer`] for a job that carries a `not_before` time still ahead.
+    pub fn defer(&self, not_before: Option<i64>) -> Option<Outcome> {
+        let remaining = not_before? - unix_millis();
+        (remaining > 0).then(|| Outcome::Defer {
+            delay: self
+                .delays
+                .covering(Duration::from_millis(remaining as u64))
+                .clone(),
+        })
+    }
+
     /// Runs `job`, which has already failed transiently `failures` times.
     pub async fn handle(&self, job: &Job, failures: u32) -> Outcome {
         match self.try_handle(job, failures).await {
@@ -102,10 +121,15 @@ impl Handler {
                 self.store
                     .record_attempt(job.id, tries as i32, &reason)
                     .await?;
+                let delay = self.delays.next(tries, retry_after).clone();
+                let not_before = retry_after
+                    .filter(|wait| *wait > delay.duration)
+                    .map(|wait| unix_millis() + wait.as_millis() as i64);
                 return Ok(Outcome::Retry {
-                    delay: self.delays.next(tries, retry_after).clone(),
+                    delay,
                     failures: tries,
                     error: reason,
+                    not_before,
                 });
             }
         };
@@ -122,4 +146,10 @@ impl Handler {
         let written = self.store.save_done(&pokemon, tries as i32).await?;
         Ok(Outcome::Done { written })
     }
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

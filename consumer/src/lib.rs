@@ -201,13 +201,15 @@ impl Worker {
             .map_or_else(String::new, |id| id.to_string());
         let span = tracing::info_span!("delivery", job = %message_id, attempt = failures + 1);
         async {
-            let outcome = match Job::decode(&delivery.data) {
-                Ok(job) => self.handler.handle(&job, failures).await,
-                Err(error) => Outcome::Dead {
+            let deferred = self.handler.defer(job::not_before(&delivery.properties));
+            let outcome = match (Job::decode(&delivery.data), deferred) {
+                (Err(error), _) => Outcome::Dead {
                     kind: ErrorKind::InvalidMessage,
                     reason: error.0,
                     failures,
                 },
+                (Ok(_), Some(deferred)) => deferred,
+                (Ok(job), None) => self.handler.handle(&job, failures).await,
             };
             if let Err(error) = self.settle(&delivery, &outcome).await {
                 tracing::warn!(%error, "cannot settle the delivery; handing it back");
@@ -227,18 +229,32 @@ impl Worker {
                 delay,
                 failures,
                 error,
+                not_before,
             } => {
                 tracing::warn!(%error, delay = %delay.label, failures, "transient failure; retrying later");
-                let properties = job::with_headers(
-                    &delivery.properties,
-                    &[(job::ATTEMPTS_HEADER, AMQPValue::LongInt(*failures as i32))],
-                );
+                let mut headers =
+                    vec![(job::ATTEMPTS_HEADER, AMQPValue::LongInt(*failures as i32))];
+                if let Some(at) = not_before {
+                    headers.push((job::NOT_BEFORE_HEADER, AMQPValue::LongLongInt(*at)));
+                }
+                let properties = job::with_headers(&delivery.properties, &headers);
                 broker::publish(
                     &self.publish,
                     &self.topology.retry(),
                     &delay.label,
                     &delivery.data,
                     properties,
+                )
+                .await?;
+            }
+            Outcome::Defer { delay } => {
+                tracing::debug!(delay = %delay.label, "not due yet; waiting again");
+                broker::publish(
+                    &self.publish,
+                    &self.topology.retry(),
+                    &delay.label,
+                    &delivery.data,
+                    delivery.properties.clone(),
                 )
                 .await?;
             }

@@ -115,6 +115,8 @@ const MAX_TRIES: usize = 8;
 struct Producer {
     api: PokeApi,
     store: Store,
+    /// This run's `producer_runs` row.
+    run: i64,
     channel: Channel,
     exchange: String,
     retry_failed: bool,
@@ -146,9 +148,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .context("cannot declare the RabbitMQ topology")?;
 
+    let run = store.start_run().await?;
     let producer = Arc::new(Producer {
         api,
         store,
+        run,
         channel,
         exchange: topology.jobs(),
         retry_failed: config.retry_failed,
@@ -157,6 +161,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         skipped: AtomicU64::new(0),
     });
 
+    let result = produce(&producer, &config, &shutdown).await;
+    let _ = connection.close(200, ShortString::from("done")).await;
+    let error = result.as_ref().err().map(|e| format!("{e:#}"));
+    if let Err(e) = producer.store.finish_run(run, error.as_deref()).await {
+        tracing::warn!(error = %e, "cannot record the end of this run");
+    }
+    let summary = result?;
+    tracing::info!(%summary, "all jobs published");
+    Ok(summary)
+}
+
+async fn produce(
+    producer: &Arc<Producer>,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Summary> {
     let first_limit = config
         .limit
         .map_or(config.page_size, |limit| limit.min(config.page_size));
@@ -166,6 +186,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .map_or(first.count, |limit| limit.min(first.count));
     let pages = plan(total, config.page_size);
     tracing::info!(count = first.count, total, pages = pages.len(), "planned");
+    producer
+        .store
+        .plan_run(producer.run, total as i64, pages.len() as i64)
+        .await?;
 
     let mut first_results = first.results;
     first_results.truncate(pages.first().map_or(0, |(_, limit)| *limit as usize));
@@ -174,7 +198,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let rest = stream::iter(pages.iter().skip(1).copied())
         .take_until(shutdown.cancelled())
         .map(|(offset, limit)| {
-            let producer = Arc::clone(&producer);
+            let producer = Arc::clone(producer);
             async move {
                 let page = producer.fetch_page(offset, limit).await?;
                 let mut results = page.results;
@@ -191,11 +215,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         skipped: producer.skipped.load(Ordering::Relaxed),
         pages: pages.len() as u64,
     };
-    let _ = connection.close(200, ShortString::from("done")).await;
     if shutdown.is_cancelled() {
         anyhow::bail!("interrupted before every page was listed ({summary})");
     }
-    tracing::info!(%summary, "all jobs published");
     Ok(summary)
 }
 
@@ -287,9 +309,17 @@ impl Producer {
                 }
             }
         }
-        self.listed.fetch_add(ids.len() as u64, Ordering::Relaxed);
-        self.skipped
-            .fetch_add((ids.len() - claimed.len()) as u64, Ordering::Relaxed);
+        let (listed, skipped) = (ids.len(), ids.len() - claimed.len());
+        self.listed.fetch_add(listed as u64, Ordering::Relaxed);
+        self.skipped.fetch_add(skipped as u64, Ordering::Relaxed);
+        self.store
+            .page_done(
+                self.run,
+                listed as i64,
+                claimed.len() as i64,
+                skipped as i64,
+            )
+            .await?;
         Ok(())
     }
 

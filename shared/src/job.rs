@@ -17,6 +17,10 @@ pub const MAX_BODY: usize = 4 * 1024;
 
 /// Number of failed tries so far; absent on a first delivery.
 pub const ATTEMPTS_HEADER: &str = "x-pokeq-attempts";
+/// Unix time in milliseconds before which a retried job must not run: set when the API asked for
+/// a longer wait (`Retry-After`) than the longest retry delay, so the job hops through the wait
+/// queues until then instead of running early.
+pub const NOT_BEFORE_HEADER: &str = "x-pokeq-not-before";
 /// Why a message was dead-lettered: one of [`ErrorKind`]'s names.
 pub const ERROR_KIND_HEADER: &str = "x-pokeq-error-kind";
 /// Human-readable reason of a dead letter.
@@ -119,21 +123,32 @@ impl ErrorKind {
 
 /// Failed tries recorded on a message; a missing or unreadable header counts as none.
 pub fn attempts(properties: &BasicProperties) -> u32 {
+    header_int(properties, ATTEMPTS_HEADER)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+/// The `NOT_BEFORE_HEADER` time, in Unix milliseconds, if the message carries one.
+pub fn not_before(properties: &BasicProperties) -> Option<i64> {
+    header_int(properties, NOT_BEFORE_HEADER)
+}
+
+/// An integer header, whichever integer type the publisher chose.
+pub fn header_int(properties: &BasicProperties, name: &str) -> Option<i64> {
     let value = properties
         .headers()
         .as_ref()
-        .and_then(|headers| headers.inner().get(ATTEMPTS_HEADER).cloned());
-    let count = match value {
-        Some(AMQPValue::ShortShortInt(n)) => i64::from(n),
-        Some(AMQPValue::ShortShortUInt(n)) => i64::from(n),
-        Some(AMQPValue::ShortInt(n)) => i64::from(n),
-        Some(AMQPValue::ShortUInt(n)) => i64::from(n),
-        Some(AMQPValue::LongInt(n)) => i64::from(n),
-        Some(AMQPValue::LongUInt(n)) => i64::from(n),
-        Some(AMQPValue::LongLongInt(n)) => n,
-        _ => 0,
-    };
-    u32::try_from(count).unwrap_or(0)
+        .and_then(|headers| headers.inner().get(name).cloned());
+    match value {
+        Some(AMQPValue::ShortShortInt(n)) => Some(i64::from(n)),
+        Some(AMQPValue::ShortShortUInt(n)) => Some(i64::from(n)),
+        Some(AMQPValue::ShortInt(n)) => Some(i64::from(n)),
+        Some(AMQPValue::ShortUInt(n)) => Some(i64::from(n)),
+        Some(AMQPValue::LongInt(n)) => Some(i64::from(n)),
+        Some(AMQPValue::LongUInt(n)) => Some(i64::from(n)),
+        Some(AMQPValue::LongLongInt(n)) => Some(n),
+        _ => None,
+    }
 }
 
 /// A header of text, as read back from a dead letter.
@@ -148,10 +163,7 @@ pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
 /// The properties of `original` with `headers` set (other headers kept), for re-publishing a
 /// delivery to the retry or dead-letter exchange without losing its id or trace context.
 pub fn with_headers(original: &BasicProperties, headers: &[(&str, AMQPValue)]) -> BasicProperties {
-    let mut table = original
-        .headers()
-        .clone()
-        .unwrap_or_default();
+    let mut table = original.headers().clone().unwrap_or_default();
     for (name, value) in headers {
         table.insert(ShortString::from(*name), value.clone());
     }

@@ -16,8 +16,14 @@ use crate::job::{ErrorKind, RESOURCE};
 use crate::transform::Pokemon;
 
 /// Versioned migrations, embedded so every binary carries the schema it needs.
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "producer_runs",
+        include_str!("../migrations/0002_producer_runs.sql"),
+    ),
+];
 
 /// Advisory lock key that serialises migrations across every process sharing the database.
 const MIGRATION_LOCK: i64 = 0x706f_6b65_715f_6d69; // "pokeq_mi"
@@ -26,17 +32,35 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot connect to Postgres at {url}: {source}")]
+    #[error("cannot connect to Postgres at {url}: {}", describe(.source))]
     Connect {
         url: String,
         source: tokio_postgres::Error,
     },
-    #[error("Postgres error: {0}")]
+    #[error("Postgres error: {}", describe(.0))]
     Sql(#[from] tokio_postgres::Error),
     #[error("Postgres pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("Postgres pool setup: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
+}
+
+/// tokio-postgres says only "db error" for a server-side error; the server's message, code and
+/// hint are what an operator needs.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!(
+            "{}: {} ({}){}",
+            db.severity(),
+            db.message(),
+            db.code().code(),
+            db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+        ),
+        None => match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
+    }
 }
 
 /// A pool of connections to pokeq's database.
@@ -276,6 +300,67 @@ impl Store {
                         updated_at = now()
                     where ingest_items.status <> 'done'",
                 &[&RESOURCE, &id, &attempts, &error, &kind.as_str()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Opens a `producer_runs` row for a run starting now.
+    pub async fn start_run(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "insert into producer_runs (state) values ('running') returning id",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Records a run's plan: how many items and pages it will list.
+    pub async fn plan_run(&self, run: i64, total: i64, pages: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "update producer_runs set total = $2, pages_planned = $3, updated_at = now()
+                 where id = $1",
+                &[&run, &total, &pages],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Adds one finished page's figures to a run.
+    pub async fn page_done(
+        &self,
+        run: i64,
+        listed: i64,
+        published: i64,
+        skipped: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "update producer_runs
+                 set pages_done = pages_done + 1, listed = listed + $2,
+                     published = published + $3, skipped = skipped + $4, updated_at = now()
+                 where id = $1",
+                &[&run, &listed, &published, &skipped],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Closes a run as `done`, or `failed` with the error.
+    pub async fn finish_run(&self, run: i64, error: Option<&str>) -> Result<(), StoreError> {
+        let state = if error.is_some() { "failed" } else { "done" };
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "update producer_runs set state = $2, error = $3, finished_at = now(),
+                        updated_at = now()
+                 where id = $1",
+                &[&run, &state, &error],
             )
             .await?;
         Ok(())

@@ -71,13 +71,18 @@ impl RetryDelays {
         let index = (failures.max(1) as usize - 1).min(self.0.len() - 1);
         let scheduled = &self.0[index];
         match retry_after {
-            Some(wanted) if wanted > scheduled.duration => self
-                .0
-                .iter()
-                .find(|d| d.duration >= wanted)
-                .unwrap_or(&self.0[self.0.len() - 1]),
+            Some(wanted) if wanted > scheduled.duration => self.covering(wanted),
             _ => scheduled,
         }
+    }
+
+    /// The shortest delay of at least `wait`, or the longest there is. A wait longer than every
+    /// delay is served in several hops (see `NOT_BEFORE_HEADER` in [`crate::job`]).
+    pub fn covering(&self, wait: Duration) -> &Delay {
+        self.0
+            .iter()
+            .find(|d| d.duration >= wait)
+            .unwrap_or(&self.0[self.0.len() - 1])
     }
 }
 
@@ -170,8 +175,11 @@ impl Topology {
         if self.queue_type == QueueType::Quorum {
             jobs_args.insert("x-delivery-limit".into(), json!(DELIVERY_LIMIT));
         }
+        // The dead queue is classic whatever the jobs queue is: an operator lists and replays
+        // dead letters by taking and returning them, and RabbitMQ 4 gives every quorum queue a
+        // delivery limit that would silently drop a dead letter after enough listings.
         let mut dead_args = serde_json::Map::new();
-        dead_args.insert("x-queue-type".into(), json!(self.queue_type.as_str()));
+        dead_args.insert("x-queue-type".into(), json!("classic"));
 
         let mut list = vec![
             Declaration::Exchange {

@@ -1,0 +1,301 @@
+//! What every end-to-end test needs: the real RabbitMQ and Postgres of this machine, a fresh
+//! database and a fresh queue prefix per test, and the PokeAPI stub on a free port.
+//!
+//! `TEST_AMQP_URL` and `TEST_PG_URL` (a server URL without a database name) point the tests at
+//! other services; the defaults are the local ones.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use pokeapi_stub::{StubConfig, StubHandle};
+use pokeq_shared::job;
+use pokeq_shared::shutdown::CancellationToken;
+use pokeq_shared::store::{StatusCounts, Store};
+use pokeq_shared::topology::{RetryDelays, Topology};
+use rand::Rng;
+use tokio::task::JoinHandle;
+
+pub struct TestEnv {
+    pub prefix: String,
+    pub db_name: String,
+    pub database_url: String,
+    pub amqp_url: String,
+    pub stub: StubHandle,
+    pub store: Store,
+    pub connection: Connection,
+    pub channel: Channel,
+}
+
+/// A dead letter as an operator would read it.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub body: Vec<u8>,
+    pub kind: Option<String>,
+    pub error: Option<String>,
+    pub attempts: u32,
+}
+
+impl DeadLetter {
+    pub fn job_id(&self) -> Option<i32> {
+        job::Job::decode(&self.body).ok().map(|job| job.id)
+    }
+}
+
+pub struct RunningConsumer {
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningConsumer {
+    /// SIGTERM, in-process: cancel and wait for `run` to return.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("consumer did not stop within 60 s")
+            .expect("consumer task panicked")
+    }
+}
+
+fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn pg_server_url() -> String {
+    std::env::var("TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".into())
+}
+
+impl TestEnv {
+    pub async fn start(stub: StubConfig) -> Self {
+        let tag: u64 = rand::rng().random();
+        let tag = format!("{tag:016x}");
+        let prefix = format!("pokeq-test-{tag}");
+        let db_name = format!("pokeq_test_{tag}");
+        let database_url = format!("{}/{db_name}", pg_server_url());
+        let amqp_url = amqp_url();
+        let stub = pokeapi_stub::spawn(stub, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("stub starts");
+        let config = pokeq_shared::store::parse_url(&database_url).expect("database url");
+        let store = Store::open(&config, &database_url, 4)
+            .await
+            .expect("Postgres reachable (start it: see README)");
+        let connection = pokeq_shared::broker::connect_once(&amqp_url, "pokeq-tests")
+            .await
+            .expect("RabbitMQ reachable (start it: see README)");
+        let channel = pokeq_shared::broker::confirm_channel(&connection)
+            .await
+            .expect("channel");
+        Self {
+            prefix,
+            db_name,
+            database_url,
+            amqp_url,
+            stub,
+            store,
+            connection,
+            channel,
+        }
+    }
+
+    /// Flags every binary gets: this test's services and names.
+    fn common_args(&self, binary: &str) -> Vec<String> {
+        vec![
+            binary.to_owned(),
+            "--amqp-url".into(),
+            self.amqp_url.clone(),
+            "--database-url".into(),
+            self.database_url.clone(),
+            "--pokeapi-url".into(),
+            self.stub.base_url(),
+            "--prefix".into(),
+            self.prefix.clone(),
+        ]
+    }
+
+    pub fn producer_config(&self, extra: &[&str]) -> pokeq_producer::Config {
+        let mut args = self.common_args("producer");
+        args.extend(extra.iter().map(|s| s.to_string()));
+        pokeq_producer::Cli::try_parse_from(args)
+            .expect("producer flags")
+            .validate()
+            .expect("producer config")
+    }
+
+    pub fn consumer_config(&self, extra: &[&str]) -> pokeq_consumer::Config {
+        let mut args = self.common_args("consumer");
+        args.extend(extra.iter().map(|s| s.to_string()));
+        pokeq_consumer::Cli::try_parse_from(args)
+            .expect("consumer flags")
+            .validate()
+            .expect("consumer config")
+    }
+
+    pub async fn run_producer(&self, extra: &[&str]) -> pokeq_producer::Summary {
+        pokeq_producer::run(self.producer_config(extra), CancellationToken::new())
+            .await
+            .expect("producer run succeeds")
+    }
+
+    pub fn spawn_consumer(&self, extra: &[&str]) -> RunningConsumer {
+        let config = self.consumer_config(extra);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(pokeq_consumer::run(config, shutdown.clone()));
+        RunningConsumer { shutdown, task }
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(
+            &self.prefix,
+            pokeq_shared::config::QueueType::Quorum,
+            RetryDelays::default(),
+        )
+    }
+
+    pub async fn counts(&self) -> StatusCounts {
+        self.store.status_counts().await.expect("status counts")
+    }
+
+    /// Waits until every one of `n` items is `done` or `failed`, panicking with the counts if
+    /// that takes longer than `timeout`.
+    pub async fn wait_settled(&self, n: i64, timeout: Duration) -> StatusCounts {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let counts = self.counts().await;
+            if counts.done + counts.failed >= n {
+                return counts;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "items not settled within {timeout:?}: {counts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Messages ready in `queue` (a passive declare, as the management UI would show).
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let channel = self.connection.create_channel().await.expect("channel");
+        let queue = channel
+            .queue_declare(
+                ShortString::from(queue),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists");
+        let _ = channel.close(200, ShortString::from("ok")).await;
+        queue.message_count()
+    }
+
+    /// Takes every dead letter out of the dead queue.
+    pub async fn drain_dead(&self) -> Vec<DeadLetter> {
+        let mut letters = Vec::new();
+        let dead = self.topology().dead();
+        while let Some(message) = self
+            .channel
+            .basic_get(
+                ShortString::from(dead.as_str()),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic_get")
+        {
+            let properties = &message.delivery.properties;
+            letters.push(DeadLetter {
+                body: message.delivery.data.clone(),
+                kind: job::header_text(properties, job::ERROR_KIND_HEADER),
+                error: job::header_text(properties, job::ERROR_HEADER),
+                attempts: job::attempts(properties),
+            });
+        }
+        letters
+    }
+
+    /// Publishes a raw body to the jobs exchange, as anyone with queue access could.
+    pub async fn publish_raw(&self, body: &[u8], properties: BasicProperties) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                ShortString::from(self.topology().jobs()),
+                ShortString::from(job::RESOURCE),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish");
+        assert!(confirm.await.expect("confirm").is_ack());
+    }
+
+    pub async fn client(&self) -> deadpool_postgres::Object {
+        self.store.pool().get().await.expect("pooled client")
+    }
+
+    /// Deletes this test's queues, exchanges and database.
+    pub async fn cleanup(self) {
+        let topology = self.topology();
+        for queue in topology.queues() {
+            let _ = self
+                .channel
+                .queue_delete(ShortString::from(queue), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [topology.jobs(), topology.retry(), topology.dead()] {
+            let _ = self
+                .channel
+                .exchange_delete(
+                    ShortString::from(exchange),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await;
+        }
+        let _ = self.connection.close(200, ShortString::from("bye")).await;
+        self.stub.shutdown().await;
+        drop(self.store);
+        let config = pokeq_shared::store::parse_url(&format!("{}/postgres", pg_server_url()))
+            .expect("maintenance url");
+        if let Ok((client, connection)) = config.connect(tokio_postgres::NoTls).await {
+            tokio::spawn(connection);
+            let _ = client
+                .batch_execute(&format!(
+                    "drop database if exists \"{}\" with (force)",
+                    self.db_name
+                ))
+                .await;
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes; true if it held.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

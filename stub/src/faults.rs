@@ -1,0 +1,161 @@
+//! Fault injection for detail requests: per-id rules and a deterministic random rate.
+//!
+//! Consumers must survive what the real API and networks do (rate limits, 5xx, truncated bodies,
+//! slow responses); these faults let tests trigger each case on purpose and reproducibly.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::rng::{hash3, unit_from};
+
+/// How a detail request misbehaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// 404 with body `Not Found`, as for an unknown id.
+    NotFound,
+    /// 429 with a `Retry-After` header.
+    TooManyRequests { retry_after_secs: u64 },
+    /// That status code (e.g. 500, 503) with its reason phrase as body.
+    ServerError(u16),
+    /// 200 with a truncated, invalid JSON body (Content-Length matches what is sent).
+    MalformedJson,
+    /// 200 announcing the full Content-Length, then half the body, then the connection is
+    /// aborted, so the client sees an incomplete body.
+    DropMidBody,
+    /// Headers at once, the body only after this delay.
+    SlowBody(Duration),
+    /// A valid payload whose top-level `id` is another id of the dataset.
+    WrongId,
+}
+
+/// A fault for one id: `times: Some(n)` fails only the next `n` requests for that id (counted
+/// from when the rule was set), `None` fails every request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultRule {
+    pub kind: FaultKind,
+    pub times: Option<u32>,
+}
+
+impl FaultRule {
+    /// Fails every request.
+    pub fn always(kind: FaultKind) -> Self {
+        FaultRule { kind, times: None }
+    }
+
+    /// Fails the next `n` requests, then lets them through.
+    pub fn times(kind: FaultKind, n: u32) -> Self {
+        FaultRule {
+            kind,
+            times: Some(n),
+        }
+    }
+}
+
+/// The per-id rules in force, with how many failures each has left.
+#[derive(Debug, Default)]
+pub(crate) struct FaultTable {
+    rules: Mutex<HashMap<i32, FaultRule>>,
+    /// Lets the common no-rules case skip the lock.
+    any: AtomicBool,
+}
+
+impl FaultTable {
+    pub(crate) fn new(rules: HashMap<i32, FaultRule>) -> Self {
+        let table = FaultTable::default();
+        for (id, rule) in rules {
+            table.set(id, Some(rule));
+        }
+        table
+    }
+
+    /// Installs (or with `None` removes) the rule for `id`.
+    pub(crate) fn set(&self, id: i32, rule: Option<FaultRule>) {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        match rule {
+            Some(rule) if rule.times != Some(0) => {
+                rules.insert(id, rule);
+            }
+            _ => {
+                rules.remove(&id);
+            }
+        }
+        self.any.store(!rules.is_empty(), Ordering::Release);
+    }
+
+    /// The fault for this request of `id`, if any, using up one of its `times`.
+    pub(crate) fn take(&self, id: i32) -> Option<FaultKind> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let rule = rules.get_mut(&id)?;
+        let kind = rule.kind.clone();
+        if let Some(left) = &mut rule.times {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                rules.remove(&id);
+                self.any.store(!rules.is_empty(), Ordering::Release);
+            }
+        }
+        Some(kind)
+    }
+}
+
+/// Salt so fault decisions are independent of the data generated from the same seed.
+const FAULT_STREAM: u64 = 0xFA17;
+
+/// The rate-based fault for request number `n` (0-based) of `id`, if it gets one.
+///
+/// Deterministic: the same seed, id and request number always give the same answer, so a
+/// failing run can be replayed.
+pub(crate) fn rate_fault(seed: u64, id: i32, n: u32, rate: f64) -> Option<FaultKind> {
+    if rate.is_nan() || rate <= 0.0 {
+        return None;
+    }
+    let h = hash3(seed ^ FAULT_STREAM, id as u32 as u64, u64::from(n));
+    if unit_from(h) >= rate {
+        return None;
+    }
+    Some(match hash3(h, 1, 2) % 3 {
+        0 => FaultKind::TooManyRequests {
+            retry_after_secs: 1,
+        },
+        1 => FaultKind::ServerError(503),
+        _ => FaultKind::DropMidBody,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_counts_down_then_clears() {
+        let table = FaultTable::default();
+        table.set(7, Some(FaultRule::times(FaultKind::MalformedJson, 2)));
+        assert_eq!(table.take(8), None);
+        assert_eq!(table.take(7), Some(FaultKind::MalformedJson));
+        assert_eq!(table.take(7), Some(FaultKind::MalformedJson));
+        assert_eq!(table.take(7), None);
+        table.set(7, Some(FaultRule::always(FaultKind::NotFound)));
+        for _ in 0..5 {
+            assert_eq!(table.take(7), Some(FaultKind::NotFound));
+        }
+        table.set(7, None);
+        assert_eq!(table.take(7), None);
+    }
+
+    #[test]
+    fn rate_is_deterministic_and_roughly_right() {
+        let faults: Vec<_> = (1..=4000).map(|id| rate_fault(3, id, 0, 0.25)).collect();
+        let again: Vec<_> = (1..=4000).map(|id| rate_fault(3, id, 0, 0.25)).collect();
+        assert_eq!(faults, again);
+        let hits = faults.iter().filter(|f| f.is_some()).count();
+        assert!((800..1200).contains(&hits), "{hits}");
+        assert!((1..=100).all(|id| rate_fault(3, id, 0, 1.0).is_some()));
+        assert!((1..=100).all(|id| rate_fault(3, id, 0, 0.0).is_none()));
+        assert!(rate_fault(3, 1, 0, f64::NAN).is_none());
+    }
+}

@@ -1,0 +1,326 @@
+//! The HTTP side: axum routes under `/api/v2`, fault responses, and the [`StubHandle`] tests
+//! use to start, inspect, reconfigure and stop a stub in-process.
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::StubConfig;
+use crate::counters::Counters;
+use crate::dataset::{Dataset, Payload};
+use crate::faults::{self, FaultKind, FaultRule, FaultTable};
+use crate::listing;
+
+/// How long [`StubHandle::shutdown`] waits for open connections before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Pause between the partial body and the abort of DropMidBody, so the part gets flushed.
+const DROP_PAUSE: Duration = Duration::from_millis(20);
+
+struct AppState {
+    dataset: Arc<Dataset>,
+    faults: FaultTable,
+    counters: Counters,
+    latency: Duration,
+    fault_rate: f64,
+    seed: u64,
+    /// Used in list URLs when a request has no usable Host header.
+    fallback_host: String,
+}
+
+impl AppState {
+    async fn delay(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+}
+
+/// A running stub. Dropping it stops the server too (gracefully, in the background).
+pub struct StubHandle {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+/// Builds the dataset, binds `addr` (port 0 picks a free port) and serves in a tokio task.
+pub async fn spawn(config: StubConfig, addr: SocketAddr) -> anyhow::Result<StubHandle> {
+    if !(0.0..=1.0).contains(&config.fault_rate) {
+        bail!("fault_rate {} is not between 0 and 1", config.fault_rate);
+    }
+    // Generation takes a moment (and samples mode reads files): keep it off the async workers.
+    let for_build = config.clone();
+    let dataset = tokio::task::spawn_blocking(move || Dataset::from_config(&for_build))
+        .await
+        .context("dataset construction panicked")??;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let state = Arc::new(AppState {
+        counters: Counters::new(dataset.len()),
+        dataset: Arc::new(dataset),
+        faults: FaultTable::new(config.faults),
+        latency: config.latency,
+        fault_rate: config.fault_rate,
+        seed: config.seed,
+        fallback_host: reachable(addr).to_string(),
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(state.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                // Either an explicit shutdown or the handle being dropped.
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, count = state.dataset.len(), "pokeapi-stub serving");
+    Ok(StubHandle {
+        addr,
+        state,
+        stop,
+        task,
+    })
+}
+
+/// Serves until `shutdown` completes, then stops gracefully. For callers that do not need the
+/// handle (the binary uses [`spawn`] so it can print the bound address first).
+pub async fn run(
+    config: StubConfig,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let handle = spawn(config, addr).await?;
+    shutdown.await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// An address clients can connect to: the unspecified address becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port())
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port())
+        }
+        other => other,
+    }
+}
+
+impl StubHandle {
+    /// The bound address (with the real port when bound to port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>/api/v2`, usable as `POKEAPI_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/api/v2", reachable(self.addr))
+    }
+
+    pub fn dataset(&self) -> &Dataset {
+        &self.state.dataset
+    }
+
+    /// A shared handle to the dataset that outlives this handle.
+    pub fn dataset_arc(&self) -> Arc<Dataset> {
+        self.state.dataset.clone()
+    }
+
+    /// Detail requests received for `id` (including faulted ones); 0 for unknown ids.
+    pub fn detail_requests(&self, id: i32) -> u32 {
+        self.state
+            .dataset
+            .position(id)
+            .map_or(0, |pos| self.state.counters.hits(pos))
+    }
+
+    /// All detail requests received, including those for unknown ids.
+    pub fn total_detail_requests(&self) -> u64 {
+        self.state.counters.total_detail()
+    }
+
+    /// List requests received.
+    pub fn list_requests(&self) -> u64 {
+        self.state.counters.lists()
+    }
+
+    /// Installs a fault rule for `id`, replacing any previous one; `None` removes it.
+    pub fn set_fault(&self, id: i32, rule: Option<FaultRule>) {
+        self.state.faults.set(id, rule);
+    }
+
+    /// Stops accepting, lets open responses finish (up to a grace period), then returns.
+    pub async fn shutdown(self) {
+        let StubHandle { stop, mut task, .. } = self;
+        let _ = stop.send(());
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "stub server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "stub server task failed"),
+            Err(_) => {
+                tracing::warn!("stub connections still open after the grace period; aborting");
+                task.abort();
+            }
+        }
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v2/pokemon", get(list))
+        .route("/api/v2/pokemon/", get(list))
+        .route("/api/v2/pokemon/{id}", get(detail))
+        .route("/api/v2/pokemon/{id}/", get(detail))
+        .fallback(|| async { not_found() })
+        .with_state(state)
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not Found").into_response()
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    state.counters.list();
+    state.delay().await;
+    let (offset, limit) = match listing::parse_query(query.as_deref()) {
+        Ok(page) => page,
+        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+    };
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '\\']))
+        .unwrap_or(&state.fallback_host);
+    match listing::render_page(&state.dataset, host, offset, limit) {
+        Ok(body) => json(StatusCode::OK, body.len(), Body::from(body)),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn detail(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>) -> Response {
+    state.counters.detail();
+    let known = raw_id
+        .parse::<i32>()
+        .ok()
+        .and_then(|id| Some((id, state.dataset.position(id)?)));
+    let Some((id, pos)) = known else {
+        state.delay().await;
+        return not_found();
+    };
+    let number = state.counters.hit(pos);
+    state.delay().await;
+    let fault = state
+        .faults
+        .take(id)
+        .or_else(|| faults::rate_fault(state.seed, id, number, state.fault_rate));
+    let Some(kind) = fault else {
+        return match state.dataset.body(id) {
+            Some(payload) => payload_response(payload),
+            None => not_found(),
+        };
+    };
+    tracing::debug!(id, number, fault = ?kind, "injecting fault");
+    fault_response(&state, id, pos, kind)
+}
+
+fn json(status: StatusCode, len: usize, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    response
+}
+
+/// Streams the payload's pieces without copying them; hyper takes the length from the header.
+fn payload_response(payload: Payload) -> Response {
+    let len = payload.len();
+    let chunks = payload
+        .into_chunks()
+        .into_iter()
+        .map(Ok::<Bytes, io::Error>);
+    json(StatusCode::OK, len, Body::from_stream(stream::iter(chunks)))
+}
+
+fn fault_response(state: &AppState, id: i32, pos: usize, kind: FaultKind) -> Response {
+    let dataset = &state.dataset;
+    match kind {
+        FaultKind::NotFound => not_found(),
+        FaultKind::TooManyRequests { retry_after_secs } => {
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            response
+        }
+        FaultKind::ServerError(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, status.canonical_reason().unwrap_or("Server Error")).into_response()
+        }
+        FaultKind::MalformedJson => {
+            let full = dataset.payload(id).unwrap_or_default();
+            let cut = full.slice(..full.len() / 2);
+            json(StatusCode::OK, cut.len(), Body::from(cut))
+        }
+        FaultKind::DropMidBody => {
+            let full = dataset.payload(id).unwrap_or_default();
+            let len = full.len();
+            let part = full.slice(..len / 2);
+            let abort = stream::once(async {
+                tokio::time::sleep(DROP_PAUSE).await;
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "injected DropMidBody fault",
+                ))
+            });
+            let body = stream::iter([Ok::<Bytes, io::Error>(part)]).chain(abort);
+            json(StatusCode::OK, len, Body::from_stream(body))
+        }
+        FaultKind::SlowBody(delay) => {
+            let full = dataset.payload(id).unwrap_or_default();
+            let len = full.len();
+            let body = stream::once(async move {
+                tokio::time::sleep(delay).await;
+                Ok::<Bytes, io::Error>(full)
+            });
+            json(StatusCode::OK, len, Body::from_stream(body))
+        }
+        FaultKind::WrongId => {
+            let ids = dataset.ids();
+            let other = if ids.len() > 1 {
+                ids[(pos + 1) % ids.len()]
+            } else {
+                id.wrapping_add(1)
+            };
+            match dataset.body_with_id(id, other) {
+                Some(payload) => payload_response(payload),
+                None => not_found(),
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Samples mode. The real files are only read when `POKEAPI_SAMPLES` points at them
+//! (e.g. `POKEAPI_SAMPLES=/work/shared/pokeapi-samples`); the error cases always run.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use common::get;
+use pokeapi_stub::{Dataset, StubConfig, spawn};
+use serde_json::Value;
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pokeapi-stub-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("pokemon")).expect("create scratch dir");
+    dir
+}
+
+#[test]
+fn missing_or_empty_dir_is_a_clear_error() {
+    let missing = std::env::temp_dir().join("pokeapi-stub-no-such-dir");
+    let err = Dataset::from_samples(&missing, 10)
+        .err()
+        .expect("missing dir fails");
+    assert!(
+        err.to_string().contains("pokeapi-stub-no-such-dir"),
+        "{err:#}"
+    );
+
+    let empty = scratch_dir("empty");
+    let err = Dataset::from_samples(&empty, 10)
+        .err()
+        .expect("empty dir fails");
+    assert!(err.to_string().contains("no pokemon/*.json"), "{err:#}");
+    let _ = std::fs::remove_dir_all(&empty);
+}
+
+#[test]
+fn tiny_sample_files_are_cycled_with_rewritten_ids() {
+    let dir = scratch_dir("tiny");
+    let file = r#"{"abilities":[{"ability":{"name":"b","url":"/x/"},"is_hidden":true,"slot":3},
+        {"ability":{"name":"a","url":"/x/"},"is_hidden":false,"slot":1}],"base_experience":null,
+        "height":7,"id":42,"moves":[],"name":"q\"uote","species":{"name":"s","url":"/y/"},
+        "sprites":{"front_default":null},"stats":[{"base_stat":5,"effort":0,"stat":{"name":"hp"}}],
+        "types":[{"slot":1,"type":{"name":"fire"}}],"weight":9}"#;
+    std::fs::write(dir.join("pokemon/42.json"), file).expect("write sample");
+    let d = Dataset::from_samples(&dir, 3).expect("load");
+    assert_eq!(d.ids(), [1, 2, 3]);
+    assert_eq!(d.name(3), Some("q\"uote-2"));
+    let v: Value = serde_json::from_slice(&d.payload(3).expect("payload")).expect("json");
+    assert_eq!(v["id"], 3);
+    assert_eq!(v["name"], "q\"uote-2");
+    let r = d.record(3).expect("record");
+    assert_eq!(r.abilities, ["a", "b"]);
+    assert_eq!((r.height, r.weight, r.base_experience), (7, 9, None));
+    assert_eq!(r.sprite, None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn real_samples_are_served_with_rewritten_ids() {
+    let Some(dir) = std::env::var_os("POKEAPI_SAMPLES").map(PathBuf::from) else {
+        eprintln!("note: POKEAPI_SAMPLES not set; skipping the real-samples test");
+        return;
+    };
+    let mut originals = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join("pokemon"))
+        .expect("read samples")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort_by_key(|p| {
+        p.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<i64>().ok())
+    });
+    for p in &paths {
+        let v: Value = serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json");
+        originals.push(v);
+    }
+    let n = originals.len();
+    let count = (2 * n + 3) as u32;
+    let s = spawn(
+        StubConfig {
+            count,
+            samples_dir: Some(dir),
+            ..StubConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .expect("spawn in samples mode");
+    let mut names = HashSet::new();
+    for (pos, &id) in s.dataset().ids().iter().enumerate() {
+        let r = get(s.addr(), &format!("/api/v2/pokemon/{id}/")).await;
+        assert_eq!(r.status, 200);
+        assert!(r.complete());
+        let mut served = r.json();
+        let mut original = originals[pos % n].clone();
+        let k = pos / n;
+        let base_name = original["name"].as_str().expect("name").to_owned();
+        let expected_name = if k == 0 {
+            base_name
+        } else {
+            format!("{base_name}-{k}")
+        };
+        assert_eq!(served["id"], id);
+        assert_eq!(served["name"], expected_name.as_str());
+        assert!(names.insert(expected_name.clone()), "names stay unique");
+        let record = s.dataset().record(id).expect("record");
+        assert_eq!(record.id, id);
+        assert_eq!(record.name, expected_name);
+        assert_eq!(Some(record.height as i64), original["height"].as_i64());
+        assert_eq!(
+            record.species,
+            original["species"]["name"].as_str().expect("species")
+        );
+        assert_eq!(
+            record.sprite.as_deref(),
+            original["sprites"]["front_default"].as_str()
+        );
+        // Everything else is the file's data, untouched.
+        for v in [&mut served, &mut original] {
+            let obj = v.as_object_mut().expect("object");
+            obj.remove("id");
+            obj.remove("name");
+        }
+        assert_eq!(served, original, "id {id}");
+    }
+    s.shutdown().await;
+}
