@@ -34,9 +34,6 @@ pub enum Outcome {
         reason: String,
         failures: u32,
     },
-    /// pokeq's own infrastructure (Postgres) failed: hand the message back without counting an
-    /// attempt, because the job itself did nothing wrong.
-    Unavailable { error: String },
 }
 
 pub struct Handler {
@@ -58,19 +55,11 @@ impl Handler {
         })
     }
 
-    /// Runs `job`, which has already failed transiently `failures` times.
-    pub async fn handle(&self, job: &Job, failures: u32) -> Outcome {
-        match self.try_handle(job, failures).await {
-            Ok(outcome) => outcome,
-            Err(error) => Outcome::Unavailable {
-                error: error.to_string(),
-            },
-        }
-    }
-
-    /// The outcome, with the item's state already recorded: `done` with its row, the attempt
-    /// and error of a retry, or `failed` with the reason of a dead letter.
-    async fn try_handle(&self, job: &Job, failures: u32) -> Result<Outcome, StoreError> {
+    /// Runs `job`, which has already failed transiently `failures` times, and records the
+    /// item's state: `done` with its row, the attempt and error of a retry, or `failed` with
+    /// the reason of a dead letter. An error means pokeq's own database failed, not the job:
+    /// the caller waits and tries again without counting an attempt.
+    pub async fn handle(&self, job: &Job, failures: u32) -> Result<Outcome, StoreError> {
         let outcome = self.run(job, failures).await?;
         if let Outcome::Dead {
             kind,

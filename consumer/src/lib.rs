@@ -3,14 +3,22 @@
 //! The loop alone talks to the broker. It takes deliveries with a prefetch that bounds the work
 //! in flight, runs each through the handler inside its own span, and settles the message only
 //! after the handler's Postgres commit: ack when done; publish to the retry or dead-letter
-//! exchange (confirmed) and then ack; or hand the message back when pokeq's own infrastructure
-//! failed. Delivery is at least once; `done` makes the effect exactly once.
+//! exchange (confirmed) and then ack. Delivery is at least once; `done` makes the effect exactly
+//! once.
+//!
+//! Infrastructure faults are waited out, never charged to a job: a lost broker connection is
+//! re-established with capped backoff (unacked deliveries return to the queue on their own); an
+//! unavailable database holds the delivery unacked and retries it with backoff, so no item ends
+//! `failed` because Postgres was down.
 
 pub mod handler;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::Parser;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -18,8 +26,9 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, Bas
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection};
 use pokeq_shared::broker;
-use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_duration};
+use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_byte_size, parse_duration};
 use pokeq_shared::job::{self, ErrorKind, Job};
+use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pokeapi::{ClientOptions, PokeApi};
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
@@ -58,9 +67,22 @@ pub struct Cli {
     #[arg(long, env = "POKEQ_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http_timeout: Duration,
 
+    /// Largest detail response accepted; a larger one is a permanent `malformed_payload`.
+    #[arg(long, env = "POKEQ_MAX_BODY", default_value = "8MB", value_parser = parse_byte_size)]
+    pub max_body: usize,
+
     /// On SIGTERM, how long in-flight jobs may take to finish before they are handed back.
     #[arg(long, env = "POKEQ_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// How long to keep trying to reach RabbitMQ (at start or after losing it) before exiting 1.
+    #[arg(long, env = "POKEQ_BROKER_PATIENCE", default_value = "5m", value_parser = parse_duration)]
+    pub broker_patience: Duration,
+
+    /// Address of /metrics, /healthz and /readyz, or `off`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9000",
+          value_parser = metrics::parse_addr)]
+    pub metrics_addr: metrics::Endpoint,
 }
 
 /// The consumer's validated settings.
@@ -72,6 +94,8 @@ pub struct Config {
     pub retry_delays: RetryDelays,
     pub http: ClientOptions,
     pub shutdown_grace: Duration,
+    pub broker_patience: Duration,
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Cli {
@@ -83,112 +107,193 @@ impl Cli {
             retry_delays: self.retry_delays.clone(),
             http: ClientOptions {
                 timeout: self.http_timeout,
+                max_body: self.max_body,
                 pool_per_host: usize::from(self.prefetch),
                 ..ClientOptions::default()
             },
             shutdown_grace: self.shutdown_grace,
+            broker_patience: self.broker_patience,
+            metrics_addr: self.metrics_addr.0,
         })
     }
 }
 
 /// Consumes until `shutdown` is cancelled, then stops taking deliveries, lets in-flight jobs
-/// finish within the grace period, and returns. Unfinished deliveries go back to the queue when
-/// the connection closes.
+/// finish within the grace period, and returns. A lost broker is reconnected; only a broker
+/// unreachable for longer than `broker_patience` ends the run with an error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let health = Arc::new(Health::default());
+    if let Some(addr) = config.metrics_addr {
+        metrics::serve(addr, Arc::clone(&health), shutdown.child_token())
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    }
     let store = Store::open(
         &config.common.database,
         &config.common.database_url,
         usize::from(config.prefetch).clamp(4, 32),
     )
     .await?;
+    health.set_database(true);
     let api = PokeApi::new(&config.common.pokeapi_url, &config.http)
         .context("cannot build the HTTP client")?;
-    let connection = broker::connect(&config.common.amqp_url, "pokeq-consumer").await?;
+    let handler = Arc::new(Handler {
+        api,
+        store,
+        max_attempts: config.max_attempts,
+        delays: config.retry_delays.clone(),
+    });
     let topology = Topology::new(
         &config.common.prefix,
         config.common.queue_type,
         config.retry_delays.clone(),
     );
-    let publish = broker::confirm_channel(&connection).await?;
-    topology
-        .declare(&publish)
-        .await
-        .context("cannot declare the RabbitMQ topology")?;
 
-    let worker = Worker {
-        handler: Handler {
-            api,
-            store,
-            max_attempts: config.max_attempts,
-            delays: config.retry_delays.clone(),
-        },
-        publish,
-        topology,
-    };
-    let result = consume(&connection, &worker, &config, &shutdown).await;
-    let _ = connection.close(200, ShortString::from("shutdown")).await;
-    result
-}
-
-async fn consume(
-    connection: &Connection,
-    worker: &Worker,
-    config: &Config,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let channel = connection.create_channel().await?;
-    channel
-        .basic_qos(config.prefetch, BasicQosOptions::default())
-        .await?;
-    let deliveries = channel
-        .basic_consume(
-            ShortString::from(worker.topology.jobs()),
-            ShortString::from(""),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    tracing::info!(queue = %worker.topology.jobs(), prefetch = config.prefetch, "consuming");
-
-    let mut broken = None;
-    let work = deliveries
-        .take_until(shutdown.cancelled())
-        .take_while(|delivery| {
-            let keep = match delivery {
-                Ok(_) => true,
-                Err(error) => {
-                    broken = Some(error.to_string());
-                    false
-                }
-            };
-            std::future::ready(keep)
-        })
-        .filter_map(|delivery| std::future::ready(delivery.ok()))
-        .for_each_concurrent(usize::from(config.prefetch), |delivery| {
-            worker.process(delivery)
-        });
-    let grace = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(config.shutdown_grace).await;
-    };
-    tokio::select! {
-        () = work => {}
-        () = grace => {
-            tracing::warn!(grace = ?config.shutdown_grace, "grace period over; unfinished jobs go back to the queue");
+    let mut backoff = reconnect_backoff();
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        let session = Session {
+            handler: Arc::clone(&handler),
+            topology: topology.clone(),
+            health: Arc::clone(&health),
+        };
+        let started = Instant::now();
+        let error = match session.run(&config, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        health.set_broker(false);
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            // The session was healthy for a while: this is a new outage, start over.
+            backoff = reconnect_backoff();
+            unreachable_since = None;
+        }
+        let since = *unreachable_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > config.broker_patience {
+            return Err(error.context(format!(
+                "RabbitMQ unreachable for over {:?}",
+                config.broker_patience
+            )));
+        }
+        let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+        metrics::counter!(metrics::RECONNECTS, "target" => "broker").increment(1);
+        tracing::warn!(
+            error = format!("{error:#}"),
+            ?wait,
+            "lost RabbitMQ; reconnecting"
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
         }
     }
-    if let Some(error) = broken {
-        anyhow::bail!("lost the broker: {error}");
+}
+
+/// Capped exponential backoff with jitter for reconnecting, without a count limit: the
+/// patience deadline bounds it.
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times()
+        .with_jitter()
+        .build()
+}
+
+/// One broker connection's worth of consuming.
+struct Session {
+    handler: Arc<Handler>,
+    topology: Topology,
+    health: Arc<Health>,
+}
+
+impl Session {
+    /// Connects, declares and consumes. `Ok` when `shutdown` ended it; `Err` when the broker
+    /// could not be reached or went away.
+    async fn run(self, config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let connection = broker::connect_once(&config.common.amqp_url, "pokeq-consumer").await?;
+        let result = self.consume(&connection, config, shutdown).await;
+        let _ = connection.close(200, ShortString::from("shutdown")).await;
+        result
     }
-    tracing::info!("stopped");
-    Ok(())
+
+    async fn consume(
+        self,
+        connection: &Connection,
+        config: &Config,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let publish = broker::confirm_channel(connection).await?;
+        self.topology
+            .declare(&publish)
+            .await
+            .context("cannot declare the RabbitMQ topology")?;
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await?;
+        let deliveries = channel
+            .basic_consume(
+                ShortString::from(self.topology.jobs()),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.health.set_broker(true);
+        tracing::info!(queue = %self.topology.jobs(), prefetch = config.prefetch, "consuming");
+
+        let worker = Worker {
+            handler: self.handler,
+            publish,
+            topology: self.topology,
+            health: self.health,
+            shutdown: shutdown.clone(),
+        };
+        let mut broken = None;
+        let work = deliveries
+            .take_until(shutdown.cancelled())
+            .take_while(|delivery| {
+                if let Err(error) = delivery {
+                    broken = Some(error.to_string());
+                }
+                std::future::ready(delivery.is_ok())
+            })
+            .filter_map(|delivery| std::future::ready(delivery.ok()))
+            .for_each_concurrent(usize::from(config.prefetch), |delivery| {
+                worker.process(delivery)
+            });
+        let grace = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(config.shutdown_grace).await;
+        };
+        tokio::select! {
+            () = work => {}
+            () = grace => {
+                tracing::warn!(grace = ?config.shutdown_grace, "grace period over; unfinished jobs go back to the queue");
+            }
+        }
+        if shutdown.is_cancelled() {
+            tracing::info!("stopped");
+            return Ok(());
+        }
+        anyhow::bail!(
+            "the delivery stream ended: {}",
+            broken.unwrap_or_else(|| "connection or channel closed".into())
+        )
+    }
 }
 
 struct Worker {
-    handler: Handler,
+    handler: Arc<Handler>,
     /// Confirm channel for retries and dead letters.
     publish: Channel,
     topology: Topology,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
 }
 
 impl Worker {
@@ -200,29 +305,70 @@ impl Worker {
             .as_ref()
             .map_or_else(String::new, |id| id.to_string());
         let span = tracing::info_span!("delivery", job = %message_id, attempt = failures + 1);
+        let in_flight = metrics::gauge!(metrics::IN_FLIGHT);
+        in_flight.increment(1.0);
         async {
-            let deferred = self.handler.defer(job::not_before(&delivery.properties));
-            let outcome = match (Job::decode(&delivery.data), deferred) {
-                (Err(error), _) => Outcome::Dead {
-                    kind: ErrorKind::InvalidMessage,
-                    reason: error.0,
-                    failures,
-                },
-                (Ok(_), Some(deferred)) => deferred,
-                (Ok(job), None) => self.handler.handle(&job, failures).await,
+            let Some(outcome) = self.outcome(&delivery, failures).await else {
+                tracing::info!("stopping while the database is away; handing the job back");
+                let _ = delivery.nack(requeue()).await;
+                return;
             };
             if let Err(error) = self.settle(&delivery, &outcome).await {
-                tracing::warn!(%error, "cannot settle the delivery; handing it back");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot settle the delivery; handing it back"
+                );
                 let _ = delivery.nack(requeue()).await;
             }
         }
         .instrument(span)
-        .await
+        .await;
+        in_flight.decrement(1.0);
+    }
+
+    /// The handler's outcome, waiting out database outages (the delivery stays unacked, so the
+    /// prefetch keeps this consumer from taking more work meanwhile). `None` if shutdown came
+    /// first.
+    async fn outcome(&self, delivery: &Delivery, failures: u32) -> Option<Outcome> {
+        let job = match Job::decode(&delivery.data) {
+            Ok(job) => job,
+            Err(error) => {
+                return Some(Outcome::Dead {
+                    kind: ErrorKind::InvalidMessage,
+                    reason: error.0,
+                    failures,
+                });
+            }
+        };
+        if let Some(deferred) = self.handler.defer(job::not_before(&delivery.properties)) {
+            return Some(deferred);
+        }
+        let mut backoff = reconnect_backoff();
+        loop {
+            match self.handler.handle(&job, failures).await {
+                Ok(outcome) => {
+                    self.health.set_database(true);
+                    return Some(outcome);
+                }
+                Err(error) => {
+                    self.health.set_database(false);
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(%error, ?wait, "database unavailable; waiting, attempt not counted");
+                    metrics::counter!(metrics::RECONNECTS, "target" => "database").increment(1);
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
     }
 
     async fn settle(&self, delivery: &Delivery, outcome: &Outcome) -> anyhow::Result<()> {
         match outcome {
             Outcome::Done { written } => {
+                let label = if *written { "done" } else { "skipped" };
+                metrics::counter!(metrics::JOBS, "outcome" => label).increment(1);
                 tracing::debug!(written, "done");
             }
             Outcome::Retry {
@@ -246,6 +392,8 @@ impl Worker {
                     properties,
                 )
                 .await?;
+                metrics::counter!(metrics::JOBS, "outcome" => "retry").increment(1);
+                metrics::counter!(metrics::RETRIES, "delay" => delay.label.clone()).increment(1);
             }
             Outcome::Defer { delay } => {
                 tracing::debug!(delay = %delay.label, "not due yet; waiting again");
@@ -257,6 +405,7 @@ impl Worker {
                     delivery.properties.clone(),
                 )
                 .await?;
+                metrics::counter!(metrics::JOBS, "outcome" => "deferred").increment(1);
             }
             Outcome::Dead {
                 kind,
@@ -286,12 +435,8 @@ impl Worker {
                     properties,
                 )
                 .await?;
-            }
-            Outcome::Unavailable { error } => {
-                tracing::warn!(%error, "store unavailable; handing the job back");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                delivery.nack(requeue()).await?;
-                return Ok(());
+                metrics::counter!(metrics::JOBS, "outcome" => "dead").increment(1);
+                metrics::counter!(metrics::DEAD_LETTERS, "kind" => kind.as_str()).increment(1);
             }
         }
         delivery.ack(BasicAckOptions::default()).await?;
@@ -315,4 +460,14 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -373,6 +373,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
     fn plan_covers_every_item_once() {
         assert_eq!(plan(0, 100), vec![]);
         assert_eq!(plan(250, 100), vec![(0, 100), (100, 100), (200, 50)]);

@@ -16,3 +16,7 @@ create table producer_runs (
     skipped       bigint      not null default 0,
     error         text        null
 );
+
+-- When the broker confirmed an item's job: with pokemon.ingested_at, the time from publish to
+-- commit that benchmarks and operators look at.
+alter table ingest_items add column queued_at timestamptz null;

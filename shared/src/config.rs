@@ -214,6 +214,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
+/// Parses sizes written as `8MB`, `512KB` or a plain number of bytes (units are powers of 1024).
+pub fn parse_byte_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let factor: usize = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "KIB" => 1 << 10,
+        "MB" | "MIB" => 1 << 20,
+        "GB" | "GIB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{text:?} has unknown unit {other:?} (use B, KB, MB or GB)"
+            ));
+        }
+    };
+    match number.checked_mul(factor) {
+        Some(0) | None => Err(format!(
+            "{text:?} must be between 1 byte and the address space"
+        )),
+        Some(bytes) => Ok(bytes),
+    }
+}
+
 /// Writes a duration the way [`parse_duration`] reads it, in the largest whole unit: this is the
 /// label of a retry wait queue, so equal delays always give the same queue name.
 pub fn format_duration(duration: Duration) -> String {
@@ -262,6 +291,16 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn byte_sizes_take_binary_units() {
+        assert_eq!(parse_byte_size("8MB"), Ok(8 << 20));
+        assert_eq!(parse_byte_size("512kb"), Ok(512 << 10));
+        assert_eq!(parse_byte_size("1000"), Ok(1000));
+        assert!(parse_byte_size("0").is_err());
+        assert!(parse_byte_size("8 parsecs").is_err());
+        assert!(parse_byte_size("MB").is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod broker;
 pub mod config;
 pub mod exit;
 pub mod job;
+pub mod metrics;
 pub mod pokeapi;
 pub mod shutdown;
 pub mod store;

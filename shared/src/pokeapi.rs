@@ -134,8 +134,41 @@ impl PokeApi {
     }
 
     async fn get(&self, url: &str) -> Result<Bytes, FetchError> {
-        let mut response = self.http.get(url).send().await.map_err(request_error)?;
+        let started = std::time::Instant::now();
+        let result = self.get_body(url).await;
+        let status = match &result {
+            Ok((status, _)) => status.as_str().to_owned(),
+            Err((Some(status), _)) => status.as_str().to_owned(),
+            Err((None, _)) => "error".to_owned(),
+        };
+        metrics::counter!(crate::metrics::API_REQUESTS, "status" => status).increment(1);
+        metrics::histogram!(crate::metrics::API_SECONDS).record(started.elapsed().as_secs_f64());
+        result.map(|(_, body)| body).map_err(|(_, error)| error)
+    }
+
+    /// The body, or the error with the status when a response came.
+    async fn get_body(
+        &self,
+        url: &str,
+    ) -> Result<(StatusCode, Bytes), (Option<StatusCode>, FetchError)> {
+        let mut response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| (None, request_error(e)))?;
         let status = response.status();
+        self.read(&mut response, status)
+            .await
+            .map(|body| (status, body))
+            .map_err(|error| (Some(status), error))
+    }
+
+    async fn read(
+        &self,
+        response: &mut reqwest::Response,
+        status: StatusCode,
+    ) -> Result<Bytes, FetchError> {
         if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
             return Err(FetchError::NotFound);
         }

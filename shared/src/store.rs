@@ -186,7 +186,7 @@ impl Store {
         let client = self.pool.get().await?;
         Ok(client
             .execute(
-                "update ingest_items set status = 'queued', updated_at = now()
+                "update ingest_items set status = 'queued', queued_at = now(), updated_at = now()
                  where resource = $1 and id = any($2) and status = 'pending'",
                 &[&RESOURCE, &ids],
             )
@@ -235,6 +235,7 @@ impl Store {
                         sort_order = excluded.sort_order, ingested_at = now()",
             )
             .await?;
+        let started = std::time::Instant::now();
         let written = client
             .execute(
                 &statement,
@@ -256,6 +257,7 @@ impl Store {
                 ],
             )
             .await?;
+        metrics::histogram!(crate::metrics::DB_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(written > 0)
     }
 

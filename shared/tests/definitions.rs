@@ -9,7 +9,10 @@ use pokeq_shared::topology::{Declaration, RetryDelays, Topology};
 use serde_json::{Value, json};
 
 fn definitions() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rabbitmq/definitions.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/rabbitmq/definitions.json"
+    );
     let text = std::fs::read_to_string(path).expect("deploy/rabbitmq/definitions.json exists");
     serde_json::from_str(&text).expect("definitions.json is JSON")
 }

@@ -136,6 +136,8 @@ impl TestEnv {
 
     pub fn consumer_config(&self, extra: &[&str]) -> pokeq_consumer::Config {
         let mut args = self.common_args("consumer");
+        // Several consumers share the test process: each gets its own free port.
+        args.extend(["--metrics-addr".to_owned(), "127.0.0.1:0".to_owned()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         pokeq_consumer::Cli::try_parse_from(args)
             .expect("consumer flags")

@@ -1,0 +1,151 @@
+//! Prometheus metrics and health endpoints, served on `METRICS_ADDR`.
+//!
+//! `/healthz` answers while the process is alive; `/readyz` only while it is connected to both
+//! the broker and the database (Kubernetes stops routing to, and KEDA keeps counting, a
+//! consumer that is waiting for either); `/metrics` is the Prometheus text format rendered by
+//! `metrics-exporter-prometheus`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+// The recording macros, so binaries record through this module alone.
+pub use ::metrics::{counter, gauge, histogram};
+
+/// Jobs by how they ended: `done`, `skipped` (already done), `retry`, `deferred`, `dead`.
+pub const JOBS: &str = "pokeq_jobs_total";
+/// Jobs sent to a wait queue, by delay label.
+pub const RETRIES: &str = "pokeq_retries_total";
+/// Dead letters by kind.
+pub const DEAD_LETTERS: &str = "pokeq_dead_letters_total";
+/// API requests by status (`200`, `404`, `429`, ... or `error` when no response came).
+pub const API_REQUESTS: &str = "pokeq_api_requests_total";
+/// Latency of API requests, body included.
+pub const API_SECONDS: &str = "pokeq_api_request_duration_seconds";
+/// Deliveries being worked on now.
+pub const IN_FLIGHT: &str = "pokeq_jobs_in_flight";
+/// Latency of the statement that stores a row and marks it done.
+pub const DB_SECONDS: &str = "pokeq_db_transaction_duration_seconds";
+/// Reconnections, by target (`broker`, `database`).
+pub const RECONNECTS: &str = "pokeq_reconnects_total";
+/// Jobs the producer published and the broker confirmed.
+pub const PUBLISHED: &str = "pokeq_producer_published_total";
+/// List pages the producer finished.
+pub const PAGES: &str = "pokeq_producer_pages_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// What `/readyz` reports: set by the code that owns each connection.
+#[derive(Debug, Default)]
+pub struct Health {
+    broker: AtomicBool,
+    database: AtomicBool,
+}
+
+impl Health {
+    pub fn set_broker(&self, up: bool) {
+        self.broker.store(up, Ordering::Relaxed);
+    }
+
+    pub fn set_database(&self, up: bool) {
+        self.database.store(up, Ordering::Relaxed);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.broker.load(Ordering::Relaxed) && self.database.load(Ordering::Relaxed)
+    }
+}
+
+/// The process-wide recorder, installed on first use. Every `metrics::counter!` and friends in
+/// the process lands here; before installation they are no-ops.
+pub fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first, in which case ours stays empty
+        // but the endpoint still answers.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// A `METRICS_ADDR` value: where to serve the endpoints, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint(pub Option<SocketAddr>);
+
+/// Parses a `METRICS_ADDR` value: an address, or `off` for no endpoint.
+pub fn parse_addr(text: &str) -> Result<Endpoint, String> {
+    if text.eq_ignore_ascii_case("off") || text.is_empty() {
+        return Ok(Endpoint(None));
+    }
+    text.parse()
+        .map(|addr| Endpoint(Some(addr)))
+        .map_err(|e| format!("{text:?} is not host:port or `off`: {e}"))
+}
+
+/// Binds `addr` and serves the three endpoints until `shutdown`; returns the bound address
+/// (useful with port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let handle = recorder().clone();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move { handle.render() }
+            }),
+        )
+        .with_state(health);
+    let upkeep = recorder().clone();
+    let upkeep_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        // Histograms keep raw samples until upkeep folds them in; without it they grow.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = upkeep_shutdown.cancelled() => break,
+                _ = tick.tick() => upkeep.run_upkeep(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "metrics endpoint stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    Ok(bound)
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {
+    if health.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
