@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -112,12 +114,16 @@ impl TestEnv {
 
     /// Flags every binary gets: this test's services and names.
     fn common_args(&self, binary: &str) -> Vec<String> {
+        self.args_via(binary, &self.amqp_url, &self.database_url)
+    }
+
+    fn args_via(&self, binary: &str, amqp_url: &str, database_url: &str) -> Vec<String> {
         vec![
             binary.to_owned(),
             "--amqp-url".into(),
-            self.amqp_url.clone(),
+            amqp_url.to_owned(),
             "--database-url".into(),
-            self.database_url.clone(),
+            database_url.to_owned(),
             "--pokeapi-url".into(),
             self.stub.base_url(),
             "--prefix".into(),
@@ -135,9 +141,22 @@ impl TestEnv {
     }
 
     pub fn consumer_config(&self, extra: &[&str]) -> pokeq_consumer::Config {
-        let mut args = self.common_args("consumer");
+        self.consumer_config_via(&self.amqp_url, &self.database_url, extra)
+    }
+
+    /// A consumer configuration whose broker and database URLs are `amqp_url` and
+    /// `database_url` (e.g. through a [`proxy::Proxy`]).
+    pub fn consumer_config_via(
+        &self,
+        amqp_url: &str,
+        database_url: &str,
+        extra: &[&str],
+    ) -> pokeq_consumer::Config {
+        let mut args = self.args_via("consumer", amqp_url, database_url);
         // Several consumers share the test process: each gets its own free port.
-        args.extend(["--metrics-addr".to_owned(), "127.0.0.1:0".to_owned()]);
+        if !extra.contains(&"--metrics-addr") {
+            args.extend(["--metrics-addr".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         pokeq_consumer::Cli::try_parse_from(args)
             .expect("consumer flags")
@@ -152,12 +171,19 @@ impl TestEnv {
     }
 
     pub fn spawn_consumer(&self, extra: &[&str]) -> RunningConsumer {
-        let config = self.consumer_config(extra);
+        spawn_consumer(self.consumer_config(extra))
+    }
+}
+
+pub fn spawn_consumer(config: pokeq_consumer::Config) -> RunningConsumer {
+    {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(pokeq_consumer::run(config, shutdown.clone()));
         RunningConsumer { shutdown, task }
     }
+}
 
+impl TestEnv {
     pub fn topology(&self) -> Topology {
         Topology::new(
             &self.prefix,
@@ -282,6 +308,14 @@ impl TestEnv {
                 .await;
         }
     }
+}
+
+/// A port free right now, for an endpoint the test must know the address of.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// Polls `check` every 50 ms until it holds or `timeout` passes; true if it held.

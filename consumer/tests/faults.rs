@@ -1,0 +1,185 @@
+//! Infrastructure faults in the middle of a run: the broker or the database goes away and comes
+//! back. Each ends with every row exact, nothing written twice and nothing failed.
+
+mod support;
+
+use std::time::Duration;
+
+use pokeapi_stub::StubConfig;
+use support::proxy::{Proxy, upstream};
+use support::{TestEnv, free_port, spawn_consumer, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(90);
+
+async fn status(url: &str) -> Option<u16> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    client
+        .get(url)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// Counts every write to `pokemon` so a test can prove each row was written once.
+async fn count_writes(env: &TestEnv) {
+    env.client()
+        .await
+        .batch_execute(
+            "create table pokemon_writes (id integer);
+             create function count_pokemon_write() returns trigger language plpgsql as $$
+             begin insert into pokemon_writes (id) values (new.id); return new; end $$;
+             create trigger count_writes after insert or update on pokemon
+             for each row execute function count_pokemon_write();",
+        )
+        .await
+        .unwrap();
+}
+
+async fn assert_each_row_written_once(env: &TestEnv, n: i64) {
+    let row = env
+        .client()
+        .await
+        .query_one(
+            "select count(*), count(distinct id) from pokemon_writes",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (writes, ids): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        (writes, ids),
+        (n, n),
+        "each of {n} rows written exactly once"
+    );
+}
+
+fn slow_stub(count: u32) -> StubConfig {
+    StubConfig {
+        count,
+        latency: Duration::from_millis(10),
+        ..StubConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn consumer_reconnects_after_losing_the_broker_and_is_unready_meanwhile() {
+    let env = TestEnv::start(slow_stub(300)).await;
+    count_writes(&env).await;
+    env.run_producer(&[]).await;
+    let proxy = Proxy::start(upstream(&env.amqp_url)).await;
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let consumer = spawn_consumer(env.consumer_config_via(
+        &proxy.url(&env.amqp_url),
+        &env.database_url,
+        &["--prefetch", "8", "--metrics-addr", &metrics_addr],
+    ));
+    let base = format!("http://{metrics_addr}");
+    assert!(wait_until(SETTLE, || async { env.counts().await.done >= 50 }).await);
+    assert_eq!(status(&format!("{base}/readyz")).await, Some(200));
+
+    proxy.cut();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            status(&format!("{base}/readyz")).await == Some(503)
+        })
+        .await,
+        "/readyz turns unready without the broker"
+    );
+    assert_eq!(
+        status(&format!("{base}/healthz")).await,
+        Some(200),
+        "still alive"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!consumer.task.is_finished(), "the consumer does not exit");
+    assert!(env.counts().await.done < 300, "the outage came mid-run");
+
+    proxy.restore();
+    let counts = env.wait_settled(300, SETTLE).await;
+    assert_eq!((counts.done, counts.failed), (300, 0));
+    assert!(
+        wait_until(SETTLE, || async {
+            env.ready(&env.topology().jobs()).await == 0
+        })
+        .await
+    );
+    assert_eq!(
+        status(&format!("{base}/readyz")).await,
+        Some(200),
+        "ready again"
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pokeq_reconnects_total{target=\"broker\"}"),
+        "reconnects are counted:\n{metrics}"
+    );
+    consumer.stop().await.unwrap();
+    assert_each_row_written_once(&env, 300).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn consumer_waits_out_a_database_outage_without_failing_or_counting_attempts() {
+    let env = TestEnv::start(slow_stub(300)).await;
+    count_writes(&env).await;
+    env.run_producer(&[]).await;
+    let proxy = Proxy::start(upstream(&env.database_url)).await;
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let consumer = spawn_consumer(env.consumer_config_via(
+        &env.amqp_url,
+        &proxy.url(&env.database_url),
+        &["--prefetch", "8", "--metrics-addr", &metrics_addr],
+    ));
+    let base = format!("http://{metrics_addr}");
+    assert!(wait_until(SETTLE, || async { env.counts().await.done >= 50 }).await);
+
+    proxy.cut();
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            status(&format!("{base}/readyz")).await == Some(503)
+        })
+        .await,
+        "/readyz turns unready without the database"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = env.counts().await;
+    assert_eq!(during.failed, 0, "nothing fails while the database is away");
+    assert!(during.done < 300, "the outage came mid-run: {during:?}");
+    assert_eq!(
+        env.ready(&env.topology().dead()).await,
+        0,
+        "nothing dead-lettered"
+    );
+
+    proxy.restore();
+    let counts = env.wait_settled(300, SETTLE).await;
+    assert_eq!((counts.done, counts.failed), (300, 0));
+    let max_attempts: i32 = env
+        .client()
+        .await
+        .query_one("select max(attempts) from ingest_items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(max_attempts, 1, "the outage was not charged to any job");
+    assert!(
+        wait_until(SETTLE, || async {
+            env.ready(&env.topology().jobs()).await == 0
+        })
+        .await
+    );
+    consumer.stop().await.unwrap();
+    assert_each_row_written_once(&env, 300).await;
+    env.cleanup().await;
+}

@@ -1,0 +1,82 @@
+//! A TCP proxy the tests can cut and restore: the broker or the database "goes away" for the
+//! process under test (sockets reset, new connections refused) without disturbing the real
+//! service that other tests share.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    generation: watch::Sender<u64>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let cut = Arc::new(AtomicBool::new(false));
+        let (generation, _) = watch::channel(0u64);
+        let proxy = Self {
+            addr,
+            cut: Arc::clone(&cut),
+            generation: generation.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if cut.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut_signal = generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let mut inbound = inbound;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_signal.changed() => {}
+                    }
+                    // Dropping both ends resets the connection, as a dead peer would.
+                });
+            }
+        });
+        proxy
+    }
+
+    /// Drops every open connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub fn url(&self, url: &str) -> String {
+        let mut parsed = url::Url::parse(url).expect("url");
+        parsed.set_ip_host(self.addr.ip()).expect("ip host");
+        parsed.set_port(Some(self.addr.port())).expect("port");
+        parsed.to_string()
+    }
+}
+
+/// The `host:port` a URL points at.
+pub fn upstream(url: &str) -> SocketAddr {
+    let parsed = url::Url::parse(url).expect("url");
+    let host = parsed.host_str().expect("host");
+    let port = parsed
+        .port_or_known_default()
+        .unwrap_or(match parsed.scheme() {
+            "amqp" => 5672,
+            _ => 5432,
+        });
+    format!("{host}:{port}").parse().expect("numeric host:port")
+}
