@@ -183,3 +183,38 @@ async fn consumer_waits_out_a_database_outage_without_failing_or_counting_attemp
     assert_each_row_written_once(&env, 300).await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn producer_resends_unconfirmed_jobs_after_losing_the_broker() {
+    let env = TestEnv::start(slow_stub(400)).await;
+    let proxy = Proxy::start(upstream(&env.amqp_url)).await;
+    let mut config = env.producer_config(&["--page-size", "10", "--concurrency", "2"]);
+    config.common.amqp_url = proxy.url(&env.amqp_url);
+    let producer = tokio::spawn(pokeq_producer::run(
+        config,
+        pokeq_shared::shutdown::CancellationToken::new(),
+    ));
+    assert!(wait_until(SETTLE, || async { env.counts().await.queued >= 100 }).await);
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!producer.is_finished(), "the producer waits for the broker");
+    proxy.restore();
+    let summary = tokio::time::timeout(SETTLE, producer)
+        .await
+        .expect("producer finishes")
+        .unwrap()
+        .expect("producer succeeds after the outage");
+    assert_eq!(summary.listed, 400);
+    assert_eq!(
+        summary.published, 400,
+        "every job confirmed once: {summary}"
+    );
+    let counts = env.counts().await;
+    assert_eq!(counts.queued, 400, "{counts:?}");
+
+    let consumer = env.spawn_consumer(&[]);
+    let counts = env.wait_settled(400, SETTLE).await;
+    assert_eq!((counts.done, counts.failed), (400, 0));
+    consumer.stop().await.unwrap();
+    env.cleanup().await;
+}

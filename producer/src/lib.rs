@@ -14,12 +14,13 @@ use anyhow::Context;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use clap::Parser;
 use futures_util::{StreamExt, TryStreamExt, stream};
+use lapin::PublisherConfirm;
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
-use lapin::{Channel, PublisherConfirm};
 use pokeq_shared::broker;
 use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_duration};
 use pokeq_shared::job::{Job, RESOURCE};
+use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pokeapi::{ClientOptions, FetchError, ListPage, PokeApi};
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
@@ -54,6 +55,10 @@ pub struct Cli {
     #[arg(long, env = "POKEQ_RETRY_FAILED")]
     pub retry_failed: bool,
 
+    /// Address of /metrics, /healthz and /readyz while the run lasts, or `off`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "off", value_parser = metrics::parse_addr)]
+    pub metrics_addr: metrics::Endpoint,
+
     /// Whole-request timeout of one list request.
     #[arg(long, env = "POKEQ_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http_timeout: Duration,
@@ -68,6 +73,7 @@ pub struct Config {
     pub concurrency: usize,
     pub retry_failed: bool,
     pub http: ClientOptions,
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Cli {
@@ -82,6 +88,7 @@ impl Cli {
                 timeout: self.http_timeout,
                 ..ClientOptions::default()
             },
+            metrics_addr: self.metrics_addr.0,
         })
     }
 }
@@ -109,15 +116,18 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Tries of one list request or one batch of publishes before the run fails.
+/// Tries of one list request before the run fails.
 const MAX_TRIES: usize = 8;
+/// Tries of one page's publishes before the run fails: with the backoff capped at 10 s, about
+/// two minutes, enough for a broker restart.
+const PUBLISH_TRIES: usize = 16;
 
 struct Producer {
     api: PokeApi,
     store: Store,
     /// This run's `producer_runs` row.
     run: i64,
-    channel: Channel,
+    link: broker::Link,
     exchange: String,
     retry_failed: bool,
     listed: AtomicU64,
@@ -128,6 +138,12 @@ struct Producer {
 /// Runs once: plan, list, publish, and return when every publish is confirmed. A cancelled
 /// `shutdown` stops starting pages and fails the run once those in flight are settled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Summary> {
+    let health = Arc::new(Health::default());
+    if let Some(addr) = config.metrics_addr {
+        metrics::serve(addr, Arc::clone(&health), shutdown.child_token())
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    }
     let api = PokeApi::new(&config.common.pokeapi_url, &config.http)
         .context("cannot build the HTTP client")?;
     let store = Store::open(
@@ -136,24 +152,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.concurrency + 1,
     )
     .await?;
-    let connection = broker::connect(&config.common.amqp_url, "pokeq-producer").await?;
-    let channel = broker::confirm_channel(&connection).await?;
+    health.set_database(true);
     let topology = Topology::new(
         &config.common.prefix,
         config.common.queue_type,
         RetryDelays::default(),
     );
-    topology
-        .declare(&channel)
+    // The first connection waits for a broker that is still starting; later ones (after a
+    // loss) are made by the link as publishing needs them.
+    let connection = broker::connect(&config.common.amqp_url, "pokeq-producer").await?;
+    let _ = connection.close(200, ShortString::from("checked")).await;
+    let link = broker::Link::new(&config.common.amqp_url, "pokeq-producer", topology.clone());
+    link.channel()
         .await
         .context("cannot declare the RabbitMQ topology")?;
+    health.set_broker(true);
 
     let run = store.start_run().await?;
     let producer = Arc::new(Producer {
         api,
         store,
         run,
-        channel,
+        link,
         exchange: topology.jobs(),
         retry_failed: config.retry_failed,
         listed: AtomicU64::new(0),
@@ -162,7 +182,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
 
     let result = produce(&producer, &config, &shutdown).await;
-    let _ = connection.close(200, ShortString::from("done")).await;
+    producer.link.close().await;
     let error = result.as_ref().err().map(|e| format!("{e:#}"));
     if let Err(e) = producer.store.finish_run(run, error.as_deref()).await {
         tracing::warn!(error = %e, "cannot record the end of this run");
@@ -284,7 +304,7 @@ impl Producer {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(10))
-            .with_max_times(MAX_TRIES - 1);
+            .with_max_times(PUBLISH_TRIES - 1);
         let mut unconfirmed = jobs;
         let mut delays = backoff.build();
         loop {
@@ -293,6 +313,7 @@ impl Producer {
                 self.store.mark_queued(&confirmed).await?;
                 self.published
                     .fetch_add(confirmed.len() as u64, Ordering::Relaxed);
+                metrics::counter!(metrics::PUBLISHED).increment(confirmed.len() as u64);
             }
             match failed {
                 None => break,
@@ -300,7 +321,7 @@ impl Producer {
                     unconfirmed.retain(|job| !confirmed.contains(&job.id));
                     let Some(wait) = delays.next() else {
                         return Err(error).context(format!(
-                            "{} jobs still unconfirmed after {MAX_TRIES} tries",
+                            "{} jobs still unconfirmed after {PUBLISH_TRIES} tries",
                             unconfirmed.len()
                         ));
                     };
@@ -309,6 +330,7 @@ impl Producer {
                 }
             }
         }
+        metrics::counter!(metrics::PAGES).increment(1);
         let (listed, skipped) = (ids.len(), ids.len() - claimed.len());
         self.listed.fetch_add(listed as u64, Ordering::Relaxed);
         self.skipped.fetch_add(skipped as u64, Ordering::Relaxed);
@@ -326,11 +348,14 @@ impl Producer {
     /// Publishes every job, then awaits every confirm: the ids the broker confirmed, and the
     /// first error if any job was not confirmed.
     async fn publish_batch(&self, jobs: &[Job]) -> (Vec<i32>, Option<broker::BrokerError>) {
+        let channel = match self.link.channel().await {
+            Ok(channel) => channel,
+            Err(error) => return (Vec::new(), Some(error)),
+        };
         let mut pending: Vec<(i32, PublisherConfirm)> = Vec::with_capacity(jobs.len());
         let mut error = None;
         for job in jobs {
-            let publish = self
-                .channel
+            let publish = channel
                 .basic_publish(
                     ShortString::from(self.exchange.as_str()),
                     ShortString::from(RESOURCE),

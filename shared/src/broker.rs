@@ -121,3 +121,49 @@ pub fn check(
         }),
     }
 }
+
+/// A confirm channel with the topology declared, reconnected on demand: a publisher asks for
+/// the channel before each batch and gets a live one, so a broker restart costs a retry, not
+/// the run.
+pub struct Link {
+    url: String,
+    name: String,
+    topology: crate::topology::Topology,
+    state: tokio::sync::Mutex<Option<(Connection, Channel)>>,
+}
+
+impl Link {
+    pub fn new(url: &str, name: &str, topology: crate::topology::Topology) -> Self {
+        Self {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            topology,
+            state: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A connected channel: the current one, or a new connection if it is gone.
+    pub async fn channel(&self) -> Result<Channel, BrokerError> {
+        let mut state = self.state.lock().await;
+        if let Some((connection, channel)) = state.as_ref() {
+            if connection.status().connected() && channel.status().connected() {
+                return Ok(channel.clone());
+            }
+            crate::metrics::counter!(crate::metrics::RECONNECTS, "target" => "broker").increment(1);
+            tracing::warn!("RabbitMQ connection lost; reconnecting");
+        }
+        *state = None;
+        let connection = connect_once(&self.url, &self.name).await?;
+        let channel = confirm_channel(&connection).await?;
+        self.topology.declare(&channel).await?;
+        *state = Some((connection, channel.clone()));
+        Ok(channel)
+    }
+
+    /// Closes the connection politely, if there is one.
+    pub async fn close(&self) {
+        if let Some((connection, _)) = self.state.lock().await.take() {
+            let _ = connection.close(200, ShortString::from("done")).await;
+        }
+    }
+}
