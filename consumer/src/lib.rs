@@ -30,6 +30,7 @@ use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_byte_size, par
 use pokeq_shared::job::{self, ErrorKind, Job};
 use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pokeapi::{ClientOptions, PokeApi};
+use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
 use pokeq_shared::topology::{RetryDelays, Topology};
@@ -47,6 +48,9 @@ use crate::handler::{Handler, Outcome};
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub politeness: PolitenessArgs,
 
     /// Unacknowledged deliveries held at once; also the number of jobs worked on concurrently.
     #[arg(long, env = "POKEQ_PREFETCH", default_value_t = 64,
@@ -93,6 +97,7 @@ pub struct Config {
     pub max_attempts: u32,
     pub retry_delays: RetryDelays,
     pub http: ClientOptions,
+    pub politeness: Politeness,
     pub shutdown_grace: Duration,
     pub broker_patience: Duration,
     pub metrics_addr: Option<SocketAddr>,
@@ -105,6 +110,7 @@ impl Cli {
             prefetch: self.prefetch,
             max_attempts: self.max_attempts,
             retry_delays: self.retry_delays.clone(),
+            politeness: self.politeness.politeness(),
             http: ClientOptions {
                 timeout: self.http_timeout,
                 max_body: self.max_body,
@@ -135,7 +141,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .await?;
     health.set_database(true);
-    let api = PokeApi::new(&config.common.pokeapi_url, &config.http)
+    let gate = Gate::new(&config.politeness, Some(store.clone()));
+    let api = PokeApi::new(&config.common.pokeapi_url, &config.http, gate)
         .context("cannot build the HTTP client")?;
     let handler = Arc::new(Handler {
         api,

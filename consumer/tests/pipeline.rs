@@ -548,7 +548,10 @@ async fn ten_binaries_starting_together_migrate_once() {
     let stores = futures_util::future::join_all(opens).await;
     for store in &stores {
         let store = store.as_ref().expect("every start succeeds");
-        assert_eq!(store.schema_version().await.unwrap(), 2);
+        assert_eq!(
+            store.schema_version().await.unwrap(),
+            pokeq_shared::store::latest_schema_version()
+        );
     }
     let client = stores[0].as_ref().unwrap().pool().get().await.unwrap();
     let applied: i64 = client
@@ -556,7 +559,10 @@ async fn ten_binaries_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(applied, 2);
+    assert_eq!(
+        applied,
+        i64::from(pokeq_shared::store::latest_schema_version())
+    );
     drop(client);
     drop(stores);
     env.client()
@@ -564,5 +570,25 @@ async fn ten_binaries_starting_together_migrate_once() {
         .batch_execute(&format!("drop database if exists \"{fresh}\" with (force)"))
         .await
         .unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn replicas_share_one_request_rate_through_the_database() {
+    let env = TestEnv::start(stub(120)).await;
+    env.run_producer(&[]).await;
+    let started = Instant::now();
+    let first = env.spawn_consumer(&["--rate", "40"]);
+    let second = env.spawn_consumer(&["--rate", "40"]);
+    let counts = env.wait_settled(120, SETTLE).await;
+    let elapsed = started.elapsed();
+    assert_eq!(counts.done, 120);
+    first.stop().await.unwrap();
+    second.stop().await.unwrap();
+    // 120 requests at 40/s together take about 3 s; two separate limits would take half that.
+    assert!(
+        elapsed >= Duration::from_millis(2700),
+        "120 requests at a shared 40/s took only {elapsed:?}"
+    );
     env.cleanup().await;
 }

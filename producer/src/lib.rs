@@ -22,6 +22,7 @@ use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_duration};
 use pokeq_shared::job::{Job, RESOURCE};
 use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pokeapi::{ClientOptions, FetchError, ListPage, PokeApi};
+use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
 use pokeq_shared::topology::{RetryDelays, Topology};
@@ -36,6 +37,9 @@ use pokeq_shared::topology::{RetryDelays, Topology};
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub politeness: PolitenessArgs,
 
     /// Results asked for per list request.
     #[arg(long, env = "POKEQ_PAGE_SIZE", default_value_t = 100,
@@ -73,6 +77,7 @@ pub struct Config {
     pub concurrency: usize,
     pub retry_failed: bool,
     pub http: ClientOptions,
+    pub politeness: Politeness,
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
@@ -84,6 +89,7 @@ impl Cli {
             limit: self.limit,
             concurrency: self.concurrency as usize,
             retry_failed: self.retry_failed,
+            politeness: self.politeness.politeness(),
             http: ClientOptions {
                 timeout: self.http_timeout,
                 ..ClientOptions::default()
@@ -144,8 +150,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
-    let api = PokeApi::new(&config.common.pokeapi_url, &config.http)
-        .context("cannot build the HTTP client")?;
     let store = Store::open(
         &config.common.database,
         &config.common.database_url,
@@ -153,6 +157,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .await?;
     health.set_database(true);
+    let gate = Gate::new(&config.politeness, Some(store.clone()));
+    let api = PokeApi::new(&config.common.pokeapi_url, &config.http, gate)
+        .context("cannot build the HTTP client")?;
     let topology = Topology::new(
         &config.common.prefix,
         config.common.queue_type,

@@ -18,6 +18,7 @@ pub mod exit;
 pub mod job;
 pub mod metrics;
 pub mod pokeapi;
+pub mod rate;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -4,12 +4,15 @@
 //! every failure a class: [`FetchError::Transient`] may cure itself (timeouts, dropped
 //! connections, 5xx, 429), the others never will. Callers branch on that class.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
+
+use crate::rate::Gate;
 
 /// Default body cap: the largest real detail document is 1.3 MB pretty-printed.
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
@@ -90,16 +93,22 @@ impl Default for ClientOptions {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PokeApi {
     http: reqwest::Client,
     base: String,
     max_body: usize,
+    gate: Arc<Gate>,
 }
 
 impl PokeApi {
-    /// `base` is the API root without a trailing slash, e.g. `https://pokeapi.co/api/v2`.
-    pub fn new(base: &str, options: &ClientOptions) -> Result<Self, reqwest::Error> {
+    /// `base` is the API root without a trailing slash, e.g. `https://pokeapi.co/api/v2`. Every
+    /// request passes `gate` first (shared rate, concurrency cap, overload pause).
+    pub fn new(
+        base: &str,
+        options: &ClientOptions,
+        gate: Arc<Gate>,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(options.connect_timeout)
@@ -110,6 +119,7 @@ impl PokeApi {
             http,
             base: base.trim_end_matches('/').to_owned(),
             max_body: options.max_body,
+            gate,
         })
     }
 
@@ -134,8 +144,19 @@ impl PokeApi {
     }
 
     async fn get(&self, url: &str) -> Result<Bytes, FetchError> {
+        let _permit = self.gate.enter().await;
         let started = std::time::Instant::now();
         let result = self.get_body(url).await;
+        match &result {
+            Err((Some(status), FetchError::Transient { retry_after, .. }))
+                if *status == StatusCode::TOO_MANY_REQUESTS
+                    || *status == StatusCode::SERVICE_UNAVAILABLE =>
+            {
+                self.gate.overloaded(*retry_after);
+            }
+            Ok(_) => self.gate.recovered(),
+            _ => {}
+        }
         let status = match &result {
             Ok((status, _)) => status.as_str().to_owned(),
             Err((Some(status), _)) => status.as_str().to_owned(),

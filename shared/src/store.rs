@@ -23,7 +23,21 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "producer_runs",
         include_str!("../migrations/0002_producer_runs.sql"),
     ),
+    (
+        3,
+        "api_rate",
+        include_str!("../migrations/0003_api_rate.sql"),
+    ),
 ];
+
+/// The schema version this build migrates to.
+pub fn latest_schema_version() -> i32 {
+    MIGRATIONS
+        .iter()
+        .map(|(version, _, _)| *version)
+        .max()
+        .unwrap_or(0)
+}
 
 /// Advisory lock key that serialises migrations across every process sharing the database.
 const MIGRATION_LOCK: i64 = 0x706f_6b65_715f_6d69; // "pokeq_mi"
@@ -305,6 +319,27 @@ impl Store {
             )
             .await?;
         Ok(())
+    }
+
+    /// Reserves `slots` request slots at `rate` per second on the shared limiter `name`:
+    /// returns how long from now until the first slot (zero or negative: now). Slots follow
+    /// each other at `1 / rate`.
+    pub async fn reserve_rate(&self, name: &str, rate: f64, slots: u32) -> Result<f64, StoreError> {
+        let window = f64::from(slots) / rate;
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "insert into api_rate as r (name, next_at)
+                 values ($1, clock_timestamp() + make_interval(secs => $2))
+                 on conflict (name) do update
+                    set next_at = greatest(r.next_at, clock_timestamp())
+                                  + make_interval(secs => $2)
+                 returning extract(epoch from
+                    (next_at - make_interval(secs => $2) - clock_timestamp()))::float8",
+            )
+            .await?;
+        let row = client.query_one(&statement, &[&name, &window]).await?;
+        Ok(row.get(0))
     }
 
     /// Opens a `producer_runs` row for a run starting now.

@@ -133,6 +133,7 @@ impl TestEnv {
 
     pub fn producer_config(&self, extra: &[&str]) -> pokeq_producer::Config {
         let mut args = self.common_args("producer");
+        args.extend(test_defaults(extra));
         args.extend(extra.iter().map(|s| s.to_string()));
         pokeq_producer::Cli::try_parse_from(args)
             .expect("producer flags")
@@ -153,6 +154,7 @@ impl TestEnv {
         extra: &[&str],
     ) -> pokeq_consumer::Config {
         let mut args = self.args_via("consumer", amqp_url, database_url);
+        args.extend(test_defaults(extra));
         // Several consumers share the test process: each gets its own free port.
         if !extra.contains(&"--metrics-addr") {
             args.extend(["--metrics-addr".to_owned(), "127.0.0.1:0".to_owned()]);
@@ -308,6 +310,17 @@ impl TestEnv {
                 .await;
         }
     }
+}
+
+/// Flags tests use unless they set their own: the stub needs no politeness.
+fn test_defaults(extra: &[&str]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (flag, value) in [("--rate", "0"), ("--api-concurrency", "64")] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_owned(), value.to_owned()]);
+        }
+    }
+    args
 }
 
 /// A port free right now, for an endpoint the test must know the address of.
