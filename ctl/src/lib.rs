@@ -1,7 +1,25 @@
 //! `pokeq`, the operator CLI: one subcommand per operator task.
+//!
+//! - `migrate` creates the database if missing and applies migrations.
+//! - [`status`] shows item counts (Postgres), queue depths ([`management`], the RabbitMQ HTTP
+//!   API) and the last producer run's progress, once or refreshed with `--watch`.
+//! - [`dead`] lists, shows, replays and purges dead letters over AMQP, taking messages without
+//!   acknowledging them so that nothing is lost if the CLI stops half-way.
+//! - [`table`] aligns the columns people read.
+//!
+//! [`run`] writes to the process's stdout and reads confirmations from its terminal;
+//! [`run_with`] takes a [`Console`] instead, so tests drive every command in-process.
+
+pub mod dead;
+pub mod management;
+pub mod status;
+pub mod table;
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 
 use clap::{Parser, Subcommand};
 use pokeq_shared::config::{Common, CommonArgs, ConfigError};
+use pokeq_shared::exit;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
 
@@ -19,30 +37,107 @@ pub struct Cli {
 pub enum Command {
     /// Create the database if missing and apply pending migrations.
     Migrate,
+    /// Item counts, queue depths and the last producer run's progress.
+    Status(status::StatusArgs),
+    /// Dead letters: list, show, replay or purge them.
+    #[command(subcommand)]
+    Dead(dead::DeadCommand),
+}
+
+/// A subcommand with its settings validated.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Migrate,
+    Status(status::StatusConfig),
+    Dead(dead::DeadCommand),
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: Common,
-    pub command: Command,
+    pub action: Action,
+}
+
+impl Config {
+    /// Whether this command runs until Ctrl-C; only such a command takes over SIGINT (see
+    /// `main.rs`).
+    pub fn watches(&self) -> bool {
+        matches!(&self.action, Action::Status(status) if status.watch.is_some())
+    }
 }
 
 impl Cli {
     pub fn validate(&self) -> Result<Config, ConfigError> {
-        Ok(Config {
-            common: self.common.validate()?,
-            command: self.command.clone(),
-        })
+        let common = self.common.validate()?;
+        let action = match &self.command {
+            Command::Migrate => Action::Migrate,
+            Command::Status(args) => Action::Status(args.validate(&common)?),
+            Command::Dead(command) => Action::Dead(command.clone()),
+        };
+        Ok(Config { common, action })
     }
 }
 
-pub async fn run(config: Config, _shutdown: CancellationToken) -> anyhow::Result<()> {
-    match config.command {
-        Command::Migrate => {
+/// A request the CLI refuses as given (exit status 2), found only at run time: a purge without
+/// `--yes` when nobody can answer the prompt.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The contract's exit status for an error `run` returned: 2 for a refused request, else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<UsageError>().is_some() {
+        exit::CONFIG
+    } else {
+        exit::FAILURE
+    }
+}
+
+/// Where a command writes its results and reads an operator's answers.
+pub struct Console<'a> {
+    pub out: &'a mut (dyn Write + Send),
+    /// The operator's answers; `None` when stdin is not a terminal, so that nothing destructive
+    /// is ever confirmed by a pipe or a closed stdin.
+    pub input: Option<&'a mut (dyn BufRead + Send)>,
+    /// Whether `out` is a terminal: `--watch` then redraws the screen instead of appending.
+    pub terminal: bool,
+}
+
+/// Runs a command against the process's stdout and stdin.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    let mut stdin = BufReader::new(std::io::stdin());
+    let interactive = std::io::stdin().is_terminal();
+    let console = Console {
+        out: &mut out,
+        input: if interactive { Some(&mut stdin) } else { None },
+        terminal: std::io::stdout().is_terminal(),
+    };
+    run_with(config, shutdown, console).await
+}
+
+/// Runs a command with its output and input given: what [`run`] does, and what tests call.
+pub async fn run_with(
+    config: Config,
+    shutdown: CancellationToken,
+    mut console: Console<'_>,
+) -> anyhow::Result<()> {
+    let result = match config.action {
+        Action::Migrate => {
             let store =
                 Store::open(&config.common.database, &config.common.database_url, 1).await?;
-            println!("schema at version {}", store.schema_version().await?);
+            writeln!(
+                console.out,
+                "schema at version {}",
+                store.schema_version().await?
+            )?;
+            Ok(())
         }
-    }
-    Ok(())
+        Action::Status(status) => {
+            status::run(&config.common, &status, &shutdown, &mut console).await
+        }
+        Action::Dead(command) => dead::run(&config.common, &command, &shutdown, &mut console).await,
+    };
+    console.out.flush()?;
+    result
 }
