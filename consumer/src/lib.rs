@@ -311,7 +311,13 @@ impl Worker {
             .message_id()
             .as_ref()
             .map_or_else(String::new, |id| id.to_string());
-        let span = tracing::info_span!("delivery", job = %message_id, attempt = failures + 1);
+        let trace_id = job::trace_id(&delivery.properties).unwrap_or_default();
+        let span = tracing::info_span!(
+            "delivery",
+            job = %message_id,
+            attempt = failures + 1,
+            trace_id = %trace_id
+        );
         let in_flight = metrics::gauge!(metrics::IN_FLIGHT);
         in_flight.increment(1.0);
         async {
@@ -420,8 +426,13 @@ impl Worker {
                 failures,
             } => {
                 tracing::warn!(kind = kind.as_str(), %reason, "dead-lettered");
+                // The timestamp becomes the time of death, so operators see a dead letter's age.
+                let dead_at = delivery
+                    .properties
+                    .clone()
+                    .with_timestamp(job::unix_seconds());
                 let properties = job::with_headers(
-                    &delivery.properties,
+                    &dead_at,
                     &[
                         (job::ATTEMPTS_HEADER, AMQPValue::LongInt(*failures as i32)),
                         (

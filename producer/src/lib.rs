@@ -5,9 +5,11 @@
 //! published and move to `queued` only after the broker confirmed it. Killed at any moment, a
 //! rerun finds the unconfirmed items still `pending` and publishes them again; nothing else.
 
+mod progress;
+
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,11 +23,13 @@ use pokeq_shared::broker;
 use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_duration};
 use pokeq_shared::job::{Job, RESOURCE};
 use pokeq_shared::metrics::{self, Health};
-use pokeq_shared::pokeapi::{ClientOptions, FetchError, ListPage, PokeApi};
+use pokeq_shared::pokeapi::{ClientOptions, FetchError, ListEntry, ListPage, PokeApi};
 use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
 use pokeq_shared::topology::{RetryDelays, Topology};
+
+use crate::progress::Progress;
 
 /// Command line of `producer`; every flag also reads an environment variable.
 #[derive(Debug, Parser)]
@@ -136,9 +140,7 @@ struct Producer {
     link: broker::Link,
     exchange: String,
     retry_failed: bool,
-    listed: AtomicU64,
-    published: AtomicU64,
-    skipped: AtomicU64,
+    progress: Arc<Progress>,
 }
 
 /// Runs once: plan, list, publish, and return when every publish is confirmed. A cancelled
@@ -183,9 +185,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         link,
         exchange: topology.jobs(),
         retry_failed: config.retry_failed,
-        listed: AtomicU64::new(0),
-        published: AtomicU64::new(0),
-        skipped: AtomicU64::new(0),
+        progress: Arc::new(Progress::default()),
     });
 
     let result = produce(&producer, &config, &shutdown).await;
@@ -217,11 +217,40 @@ async fn produce(
         .store
         .plan_run(producer.run, total as i64, pages.len() as i64)
         .await?;
+    let reporting = CancellationToken::new();
+    let reporter = progress::report(
+        Arc::clone(&producer.progress),
+        pages.len() as u64,
+        reporting.clone(),
+    );
+    let published = publish_pages(producer, config, shutdown, first.results, &pages).await;
+    reporting.cancel();
+    let _ = reporter.await;
+    published?;
 
-    let mut first_results = first.results;
+    let summary = Summary {
+        listed: producer.progress.listed.load(Ordering::Relaxed),
+        published: producer.progress.published.load(Ordering::Relaxed),
+        skipped: producer.progress.skipped.load(Ordering::Relaxed),
+        pages: pages.len() as u64,
+    };
+    if shutdown.is_cancelled() {
+        anyhow::bail!("interrupted before every page was listed ({summary})");
+    }
+    Ok(summary)
+}
+
+/// Publishes the first page (already fetched with the count) and then every other page,
+/// `concurrency` at a time, until done or `shutdown`.
+async fn publish_pages(
+    producer: &Arc<Producer>,
+    config: &Config,
+    shutdown: &CancellationToken,
+    mut first_results: Vec<ListEntry>,
+    pages: &[(u64, u64)],
+) -> anyhow::Result<()> {
     first_results.truncate(pages.first().map_or(0, |(_, limit)| *limit as usize));
     producer.publish_page(first_results).await?;
-
     let rest = stream::iter(pages.iter().skip(1).copied())
         .take_until(shutdown.cancelled())
         .map(|(offset, limit)| {
@@ -235,17 +264,7 @@ async fn produce(
         })
         .buffer_unordered(config.concurrency);
     rest.try_collect::<Vec<()>>().await?;
-
-    let summary = Summary {
-        listed: producer.listed.load(Ordering::Relaxed),
-        published: producer.published.load(Ordering::Relaxed),
-        skipped: producer.skipped.load(Ordering::Relaxed),
-        pages: pages.len() as u64,
-    };
-    if shutdown.is_cancelled() {
-        anyhow::bail!("interrupted before every page was listed ({summary})");
-    }
-    Ok(summary)
+    Ok(())
 }
 
 /// `(offset, limit)` of every page of a list of `total` items.
@@ -318,7 +337,8 @@ impl Producer {
             let (confirmed, failed) = self.publish_batch(&unconfirmed).await;
             if !confirmed.is_empty() {
                 self.store.mark_queued(&confirmed).await?;
-                self.published
+                self.progress
+                    .published
                     .fetch_add(confirmed.len() as u64, Ordering::Relaxed);
                 metrics::counter!(metrics::PUBLISHED).increment(confirmed.len() as u64);
             }
@@ -339,8 +359,13 @@ impl Producer {
         }
         metrics::counter!(metrics::PAGES).increment(1);
         let (listed, skipped) = (ids.len(), ids.len() - claimed.len());
-        self.listed.fetch_add(listed as u64, Ordering::Relaxed);
-        self.skipped.fetch_add(skipped as u64, Ordering::Relaxed);
+        self.progress
+            .listed
+            .fetch_add(listed as u64, Ordering::Relaxed);
+        self.progress
+            .skipped
+            .fetch_add(skipped as u64, Ordering::Relaxed);
+        self.progress.pages_done.fetch_add(1, Ordering::Relaxed);
         self.store
             .page_done(
                 self.run,

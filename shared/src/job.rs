@@ -5,7 +5,7 @@
 //! `invalid_message` instead of crashing or looping on it.
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde::{Deserialize, Serialize};
 
 /// The only resource kind pokeq ingests today; also the routing key of its jobs.
@@ -17,6 +17,9 @@ pub const MAX_BODY: usize = 4 * 1024;
 
 /// Number of failed tries so far; absent on a first delivery.
 pub const ATTEMPTS_HEADER: &str = "x-pokeq-attempts";
+/// W3C trace context (`00-<trace id>-<parent id>-01`), set by the producer and kept through
+/// retries and dead letters, so one job can be followed across processes by its trace id.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Unix time in milliseconds before which a retried job must not run: set when the API asked for
 /// a longer wait (`Retry-After`) than the longest retry delay, so the job hops through the wait
 /// queues until then instead of running early.
@@ -61,11 +64,20 @@ impl Job {
     }
 
     /// Persistent JSON message with the job's id, as the producer publishes it.
+    /// Persistent JSON message with the job's id, its publish time and a fresh W3C trace
+    /// context, as the producer publishes it.
     pub fn properties(&self) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from(TRACEPARENT_HEADER),
+            AMQPValue::LongString(LongString::from(new_traceparent())),
+        );
         BasicProperties::default()
             .with_content_type(ShortString::from("application/json"))
             .with_delivery_mode(2)
             .with_message_id(ShortString::from(self.message_id()))
+            .with_timestamp(unix_seconds())
+            .with_headers(headers)
     }
 
     pub fn decode(body: &[u8]) -> Result<Job, InvalidMessage> {
@@ -151,6 +163,28 @@ pub fn header_int(properties: &BasicProperties, name: &str) -> Option<i64> {
     }
 }
 
+/// A new W3C `traceparent` value: random trace and parent ids, sampled.
+pub fn new_traceparent() -> String {
+    let trace: u128 = rand::random();
+    let parent: u64 = rand::random();
+    format!("00-{:032x}-{:016x}-01", trace.max(1), parent.max(1))
+}
+
+/// The trace id of a message's `traceparent` header, if it carries a well-formed one.
+pub fn trace_id(properties: &BasicProperties) -> Option<String> {
+    let value = header_text(properties, TRACEPARENT_HEADER)?;
+    let mut parts = value.split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then(|| trace.to_owned())
+}
+
+/// Seconds since the Unix epoch, the unit of the AMQP `timestamp` property.
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A header of text, as read back from a dead letter.
 pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
     match properties.headers().as_ref()?.inner().get(name)? {
@@ -208,6 +242,20 @@ mod tests {
         assert!(Job::decode(&huge).unwrap_err().0.contains("limit"));
         let too_big_id = br#"{"v":1,"resource":"pokemon","id":99999999999}"#;
         assert!(Job::decode(too_big_id).is_err());
+    }
+
+    #[test]
+    fn jobs_carry_a_trace_context_that_survives_new_headers() {
+        let properties = Job::new(7, "x").properties();
+        let trace = trace_id(&properties).expect("traceparent set");
+        assert_eq!(trace.len(), 32);
+        let retried = with_headers(&properties, &[(ATTEMPTS_HEADER, AMQPValue::LongInt(1))]);
+        assert_eq!(trace_id(&retried), Some(trace.clone()));
+        assert_ne!(
+            trace_id(&Job::new(7, "x").properties()),
+            Some(trace),
+            "fresh per job"
+        );
     }
 
     #[test]
