@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pokeq_shared::job::{ErrorKind, Job};
-use pokeq_shared::pokeapi::{FetchError, PokeApi};
+use pokeq_shared::pokeapi::{FetchError, Fetched, PokeApi};
 use pokeq_shared::store::{Store, StoreError};
 use pokeq_shared::topology::{Delay, RetryDelays};
 use pokeq_shared::transform::transform;
@@ -75,13 +75,20 @@ impl Handler {
     }
 
     async fn run(&self, job: &Job, failures: u32) -> Result<Outcome, StoreError> {
-        if self.store.is_done(job.id).await? {
+        let item = self.store.item_state(job.id).await?;
+        if item.done {
             tracing::debug!("already done; no API call");
             return Ok(Outcome::Done { written: false });
         }
         let tries = failures + 1;
-        let body = match self.api.pokemon(job.id).await {
-            Ok(body) => body,
+        let known = (!item.validators.is_empty()).then_some(&item.validators);
+        let (body, validators) = match self.api.pokemon(job.id, known).await {
+            Ok(Fetched::Document { body, validators }) => (body, validators),
+            Ok(Fetched::NotModified) => {
+                tracing::debug!("not modified since stored; no write");
+                self.store.mark_unchanged(job.id, tries as i32).await?;
+                return Ok(Outcome::Done { written: false });
+            }
             Err(FetchError::NotFound) => {
                 return Ok(Outcome::Dead {
                     kind: ErrorKind::NotFound,
@@ -132,7 +139,10 @@ impl Handler {
                 });
             }
         };
-        let written = self.store.save_done(&pokemon, tries as i32).await?;
+        let written = self
+            .store
+            .save_done(&pokemon, &validators, tries as i32)
+            .await?;
         Ok(Outcome::Done { written })
     }
 }

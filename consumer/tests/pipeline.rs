@@ -592,3 +592,48 @@ async fn replicas_share_one_request_rate_through_the_database() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn refresh_asks_with_validators_and_rewrites_nothing_unchanged() {
+    let env = TestEnv::start(stub(50)).await;
+    env.run_producer(&[]).await;
+    let consumer = env.spawn_consumer(&[]);
+    env.wait_settled(50, SETTLE).await;
+    let client = env.client().await;
+    let stored_at = "select count(*), max(ingested_at)::text from pokemon";
+    let before = client.query_one(stored_at, &[]).await.unwrap();
+    let with_etag: i64 = client
+        .query_one(
+            "select count(*) from ingest_items where etag is not null",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(with_etag, 50, "validators kept per item");
+
+    let summary = env.run_producer(&["--refresh"]).await;
+    assert_eq!(
+        summary.to_string(),
+        "listed=50 published=50 skipped=0 pages=1"
+    );
+    assert!(
+        wait_until(SETTLE, || async { env.stub.not_modified_responses() == 50 }).await,
+        "every refresh was a conditional request answered 304"
+    );
+    assert!(wait_until(SETTLE, || async { env.counts().await.done == 50 }).await);
+    consumer.stop().await.unwrap();
+
+    let after = client.query_one(stored_at, &[]).await.unwrap();
+    assert_eq!(before.get::<_, i64>(0), after.get::<_, i64>(0));
+    assert_eq!(
+        before.get::<_, String>(1),
+        after.get::<_, String>(1),
+        "no row rewritten"
+    );
+    for id in env.stub.dataset().ids() {
+        assert_eq!(env.stub.detail_requests(*id), 2);
+    }
+    drop(client);
+    env.cleanup().await;
+}

@@ -301,10 +301,13 @@ async fn replay_of_a_kind_moves_exactly_those_letters_to_the_jobs_queue() {
     let ids: Vec<Option<i32>> = replayed.iter().map(|m| m.id()).collect();
     assert_eq!(ids, [Some(1), Some(2)]);
     for message in &replayed {
-        // Only the broker's own delivery counter, set as the jobs queue delivered it here.
+        // Only the trace context (kept so the job can still be followed) and the broker's own
+        // delivery counter, set as the jobs queue delivered it here.
         let headers = message.header_names();
         assert!(
-            headers.iter().all(|h| h == "x-delivery-count"),
+            headers
+                .iter()
+                .all(|h| h == "x-delivery-count" || h == "traceparent"),
             "{headers:?}"
         );
         assert_eq!(job::attempts(&message.properties), 0);

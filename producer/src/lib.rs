@@ -63,6 +63,11 @@ pub struct Cli {
     #[arg(long, env = "POKEQ_RETRY_FAILED")]
     pub retry_failed: bool,
 
+    /// Also publish items already done, to pick up changes: consumers ask the API whether each
+    /// changed (ETag / Last-Modified) and rewrite only those that did.
+    #[arg(long, env = "POKEQ_REFRESH")]
+    pub refresh: bool,
+
     /// Address of /metrics, /healthz and /readyz while the run lasts, or `off`.
     #[arg(long, env = "METRICS_ADDR", default_value = "off", value_parser = metrics::parse_addr)]
     pub metrics_addr: metrics::Endpoint,
@@ -80,6 +85,7 @@ pub struct Config {
     pub limit: Option<u64>,
     pub concurrency: usize,
     pub retry_failed: bool,
+    pub refresh: bool,
     pub http: ClientOptions,
     pub politeness: Politeness,
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -93,6 +99,7 @@ impl Cli {
             limit: self.limit,
             concurrency: self.concurrency as usize,
             retry_failed: self.retry_failed,
+            refresh: self.refresh,
             politeness: self.politeness.politeness(),
             http: ClientOptions {
                 timeout: self.http_timeout,
@@ -140,6 +147,7 @@ struct Producer {
     link: broker::Link,
     exchange: String,
     retry_failed: bool,
+    refresh: bool,
     progress: Arc<Progress>,
 }
 
@@ -185,6 +193,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         link,
         exchange: topology.jobs(),
         retry_failed: config.retry_failed,
+        refresh: config.refresh,
         progress: Arc::new(Progress::default()),
     });
 
@@ -319,7 +328,7 @@ impl Producer {
         let ids: Vec<i32> = items.iter().map(|(id, _)| *id).collect();
         let claimed = self
             .store
-            .claim_for_publish(&ids, self.retry_failed)
+            .claim_for_publish(&ids, self.retry_failed, self.refresh)
             .await?;
         let jobs: Vec<Job> = items
             .into_iter()

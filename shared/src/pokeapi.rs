@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{
+    ETAG, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
+};
 use serde::Deserialize;
 
 use crate::rate::Gate;
@@ -129,24 +131,35 @@ impl PokeApi {
 
     pub async fn list(&self, offset: u64, limit: u64) -> Result<ListPage, FetchError> {
         let url = format!("{}/pokemon/?offset={offset}&limit={limit}", self.base);
-        let body = self.get(&url).await?;
+        let body = match self.get(&url, None).await? {
+            Fetched::Document { body, .. } => body,
+            Fetched::NotModified => {
+                return Err(FetchError::transient("unexpected 304 for a list page"));
+            }
+        };
         serde_json::from_slice(&body)
             .map_err(|e| FetchError::Permanent(format!("list page is not what PokeAPI sends: {e}")))
     }
 
-    /// The raw detail document of one pokemon. The URL is built here from a validated id,
-    /// never taken from a message or a payload.
-    pub async fn pokemon(&self, id: i32) -> Result<Bytes, FetchError> {
+    /// The detail document of one pokemon; with `known` validators of a copy already stored, a
+    /// conditional request that may answer [`Fetched::NotModified`]. The URL is built here from
+    /// a validated id, never taken from a message or a payload.
+    pub async fn pokemon(
+        &self,
+        id: i32,
+        known: Option<&Validators>,
+    ) -> Result<Fetched, FetchError> {
         if id <= 0 {
             return Err(FetchError::Permanent(format!("id {id} is not positive")));
         }
-        self.get(&format!("{}/pokemon/{id}/", self.base)).await
+        self.get(&format!("{}/pokemon/{id}/", self.base), known)
+            .await
     }
 
-    async fn get(&self, url: &str) -> Result<Bytes, FetchError> {
+    async fn get(&self, url: &str, known: Option<&Validators>) -> Result<Fetched, FetchError> {
         let _permit = self.gate.enter().await;
         let started = std::time::Instant::now();
-        let result = self.get_body(url).await;
+        let result = self.exchange(url, known).await;
         match &result {
             Err((Some(status), FetchError::Transient { retry_after, .. }))
                 if *status == StatusCode::TOO_MANY_REQUESTS
@@ -158,30 +171,40 @@ impl PokeApi {
             _ => {}
         }
         let status = match &result {
-            Ok((status, _)) => status.as_str().to_owned(),
-            Err((Some(status), _)) => status.as_str().to_owned(),
+            Ok((status, _)) | Err((Some(status), _)) => status.as_str().to_owned(),
             Err((None, _)) => "error".to_owned(),
         };
         metrics::counter!(crate::metrics::API_REQUESTS, "status" => status).increment(1);
         metrics::histogram!(crate::metrics::API_SECONDS).record(started.elapsed().as_secs_f64());
-        result.map(|(_, body)| body).map_err(|(_, error)| error)
+        result
+            .map(|(_, fetched)| fetched)
+            .map_err(|(_, error)| error)
     }
 
-    /// The body, or the error with the status when a response came.
-    async fn get_body(
+    /// One request and its answer, with the status when a response came.
+    async fn exchange(
         &self,
         url: &str,
-    ) -> Result<(StatusCode, Bytes), (Option<StatusCode>, FetchError)> {
-        let mut response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| (None, request_error(e)))?;
+        known: Option<&Validators>,
+    ) -> Result<(StatusCode, Fetched), (Option<StatusCode>, FetchError)> {
+        let mut request = self.http.get(url);
+        if let Some(known) = known {
+            if let Some(etag) = &known.etag {
+                request = request.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(modified) = &known.last_modified {
+                request = request.header(IF_MODIFIED_SINCE, modified);
+            }
+        }
+        let mut response = request.send().await.map_err(|e| (None, request_error(e)))?;
         let status = response.status();
+        if status == StatusCode::NOT_MODIFIED && known.is_some() {
+            return Ok((status, Fetched::NotModified));
+        }
+        let validators = Validators::of(response.headers());
         self.read(&mut response, status)
             .await
-            .map(|body| (status, body))
+            .map(|body| (status, Fetched::Document { body, validators }))
             .map_err(|error| (Some(status), error))
     }
 
@@ -217,6 +240,44 @@ impl PokeApi {
             body.extend_from_slice(&chunk);
         }
         Ok(body.freeze())
+    }
+}
+
+/// What a GET brought back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    Document {
+        body: Bytes,
+        validators: Validators,
+    },
+    /// The copy already stored is current (HTTP 304).
+    NotModified,
+}
+
+/// HTTP cache validators of a document, kept per item so a refresh can ask "has it changed?"
+/// instead of downloading it again, as PokeAPI's fair-use policy asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    fn of(headers: &HeaderMap) -> Self {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Self {
+            etag: text(ETAG),
+            last_modified: text(LAST_MODIFIED),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
     }
 }
 

@@ -13,6 +13,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::config::mask_url;
 use crate::job::{ErrorKind, RESOURCE};
+use crate::pokeapi::Validators;
 use crate::transform::Pokemon;
 
 /// Versioned migrations, embedded so every binary carries the schema it needs.
@@ -27,6 +28,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         3,
         "api_rate",
         include_str!("../migrations/0003_api_rate.sql"),
+    ),
+    (
+        4,
+        "http_validators",
+        include_str!("../migrations/0004_http_validators.sql"),
     ),
 ];
 
@@ -81,6 +87,14 @@ fn describe(error: &tokio_postgres::Error) -> String {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+}
+
+/// An item as the consumer finds it before fetching.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ItemState {
+    pub done: bool,
+    /// Validators of the stored copy (empty if never stored).
+    pub validators: Validators,
 }
 
 /// Counts of items by status.
@@ -173,22 +187,24 @@ impl Store {
         Ok(())
     }
 
-    /// Of `ids`, the ones a producer must publish: those `pending` (never confirmed) and, with
-    /// `retry_failed`, those `failed`, which move back to `pending`. `done` and `queued` items
-    /// are left alone.
+    /// Of `ids`, the ones a producer must publish: those `pending` (never confirmed), with
+    /// `retry_failed` those `failed`, and with `refresh` those `done`; the latter two move back
+    /// to `pending`. `queued` items are left alone: their job is on its way.
     pub async fn claim_for_publish(
         &self,
         ids: &[i32],
         retry_failed: bool,
+        refresh: bool,
     ) -> Result<Vec<i32>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
                 "update ingest_items set status = 'pending', updated_at = now()
                  where resource = $1 and id = any($2)
-                   and (status = 'pending' or ($3 and status = 'failed'))
+                   and (status = 'pending' or ($3 and status = 'failed')
+                        or ($4 and status = 'done'))
                  returning id",
-                &[&RESOURCE, &ids, &retry_failed],
+                &[&RESOURCE, &ids, &retry_failed, &refresh],
             )
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
@@ -207,31 +223,63 @@ impl Store {
             .await?)
     }
 
-    pub async fn is_done(&self, id: i32) -> Result<bool, StoreError> {
+    /// What the consumer needs before fetching: whether the item is done, and the validators
+    /// of the copy stored, if any.
+    pub async fn item_state(&self, id: i32) -> Result<ItemState, StoreError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "select status = 'done' from ingest_items where resource = $1 and id = $2",
-                &[&RESOURCE, &id],
+        let statement = client
+            .prepare_cached(
+                "select status = 'done', etag, last_modified
+                 from ingest_items where resource = $1 and id = $2",
             )
             .await?;
-        Ok(row.is_some_and(|row| row.get(0)))
+        let row = client.query_opt(&statement, &[&RESOURCE, &id]).await?;
+        Ok(row.map_or_else(ItemState::default, |row| ItemState {
+            done: row.get(0),
+            validators: Validators {
+                etag: row.get(1),
+                last_modified: row.get(2),
+            },
+        }))
+    }
+
+    /// Marks an item `done` whose stored copy the API confirmed current (HTTP 304): no row is
+    /// written. Returns false if it was done already.
+    pub async fn mark_unchanged(&self, id: i32, attempts: i32) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let changed = client
+            .execute(
+                "update ingest_items
+                 set status = 'done', attempts = $3, last_error = null, error_kind = null,
+                     updated_at = now()
+                 where resource = $1 and id = $2 and status <> 'done'",
+                &[&RESOURCE, &id, &attempts],
+            )
+            .await?;
+        Ok(changed > 0)
     }
 
     /// Writes the row and marks its item `done` in one statement, hence one transaction. Returns
     /// false, writing nothing, when the item was already done: of two consumers holding the same
     /// job, the second waits for the first's commit and then skips.
-    pub async fn save_done(&self, pokemon: &Pokemon, attempts: i32) -> Result<bool, StoreError> {
+    pub async fn save_done(
+        &self,
+        pokemon: &Pokemon,
+        validators: &Validators,
+        attempts: i32,
+    ) -> Result<bool, StoreError> {
         let stats = serde_json::to_value(&pokemon.stats).unwrap_or_default();
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(
                 "with item as (
-                    insert into ingest_items (resource, id, name, status, attempts, updated_at)
-                    values ($1, $2, $3, 'done', $4, now())
+                    insert into ingest_items (resource, id, name, status, attempts, updated_at,
+                                              etag, last_modified)
+                    values ($1, $2, $3, 'done', $4, now(), $15, $16)
                     on conflict (resource, id) do update
                         set status = 'done', attempts = excluded.attempts, name = excluded.name,
-                            last_error = null, error_kind = null, updated_at = now()
+                            last_error = null, error_kind = null, updated_at = now(),
+                            etag = excluded.etag, last_modified = excluded.last_modified
                         where ingest_items.status <> 'done'
                     returning id
                  )
@@ -268,6 +316,8 @@ impl Store {
                     &pokemon.species,
                     &pokemon.is_default,
                     &pokemon.order,
+                    &validators.etag,
+                    &validators.last_modified,
                 ],
             )
             .await?;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 pub(crate) struct Counters {
     per_position: Vec<AtomicU32>,
     total_detail: AtomicU64,
+    not_modified: AtomicU64,
     list: AtomicU64,
 }
 
@@ -15,6 +16,7 @@ impl Counters {
         Counters {
             per_position: (0..positions).map(|_| AtomicU32::new(0)).collect(),
             total_detail: AtomicU64::new(0),
+            not_modified: AtomicU64::new(0),
             list: AtomicU64::new(0),
         }
     }
@@ -29,6 +31,15 @@ impl Counters {
         self.per_position
             .get(pos)
             .map_or(0, |c| c.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Counts a conditional request answered 304.
+    pub(crate) fn not_modified(&self) {
+        self.not_modified.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn not_modified_total(&self) -> u64 {
+        self.not_modified.load(Ordering::Relaxed)
     }
 
     pub(crate) fn list(&self) {

@@ -11,7 +11,10 @@ use anyhow::{Context, bail};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use axum::http::header::{
+    CONTENT_LENGTH, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH, LAST_MODIFIED as LAST_MODIFIED_HEADER,
+    RETRY_AFTER,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -160,6 +163,11 @@ impl StubHandle {
         self.state.counters.total_detail()
     }
 
+    /// Detail requests answered `304 Not Modified` (conditional requests for unchanged data).
+    pub fn not_modified_responses(&self) -> u64 {
+        self.state.counters.not_modified_total()
+    }
+
     /// List requests received.
     pub fn list_requests(&self) -> u64 {
         self.state.counters.lists()
@@ -222,7 +230,18 @@ async fn list(
     }
 }
 
-async fn detail(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>) -> Response {
+/// Validators of a detail document: its bytes depend only on the seed and the id, like a real
+/// API's ETag depends on the content. `Last-Modified` is the dataset's fixed date.
+fn etag(seed: u64, id: i32) -> String {
+    format!("\"pokeapi-stub-{seed:x}-{id}\"")
+}
+const LAST_MODIFIED: &str = "Sat, 08 Aug 2026 00:00:00 GMT";
+
+async fn detail(
+    State(state): State<Arc<AppState>>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     state.counters.detail();
     let known = raw_id
         .parse::<i32>()
@@ -239,10 +258,28 @@ async fn detail(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>) 
         .take(id)
         .or_else(|| faults::rate_fault(state.seed, id, number, state.fault_rate));
     let Some(kind) = fault else {
-        return match state.dataset.body(id) {
+        let tag = etag(state.seed, id);
+        // A conditional request for what the client already has: 304, no body.
+        let unchanged = headers
+            .get(IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+        if unchanged {
+            state.counters.not_modified();
+            return StatusCode::NOT_MODIFIED.into_response();
+        }
+        let mut response = match state.dataset.body(id) {
             Some(payload) => payload_response(payload),
-            None => not_found(),
+            None => return not_found(),
         };
+        if let Ok(value) = HeaderValue::from_str(&tag) {
+            response.headers_mut().insert(ETAG, value);
+        }
+        response.headers_mut().insert(
+            LAST_MODIFIED_HEADER,
+            HeaderValue::from_static(LAST_MODIFIED),
+        );
+        return response;
     };
     tracing::debug!(id, number, fault = ?kind, "injecting fault");
     fault_response(&state, id, pos, kind)
