@@ -46,7 +46,7 @@ pub struct Handler {
 impl Handler {
     /// [`Outcome::Defer`] for a job that carries a `not_before` time still ahead.
     pub fn defer(&self, not_before: Option<i64>) -> Option<Outcome> {
-        let remaining = not_before? - unix_millis();
+        let remaining = not_before?.saturating_sub(unix_millis());
         (remaining > 0).then(|| Outcome::Defer {
             delay: self
                 .delays
@@ -80,7 +80,7 @@ impl Handler {
             tracing::debug!("already done; no API call");
             return Ok(Outcome::Done { written: false });
         }
-        let tries = failures + 1;
+        let tries = failures.saturating_add(1);
         let known = (!item.validators.is_empty()).then_some(&item.validators);
         let (body, validators) = match self.api.pokemon(job.id, known).await {
             Ok(Fetched::Document { body, validators }) => (body, validators),

@@ -138,6 +138,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &config.common.database,
         &config.common.database_url,
         usize::from(config.prefetch).clamp(4, 32),
+        config.common.extra_ca.as_deref(),
     )
     .await?;
     health.set_database(true);
@@ -221,7 +222,12 @@ impl Session {
     /// Connects, declares and consumes. `Ok` when `shutdown` ended it; `Err` when the broker
     /// could not be reached or went away.
     async fn run(self, config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let connection = broker::connect_once(&config.common.amqp_url, "pokeq-consumer").await?;
+        let connection = broker::connect_once(
+            &config.common.amqp_url,
+            "pokeq-consumer",
+            config.common.extra_ca.as_deref(),
+        )
+        .await?;
         let result = self.consume(&connection, config, shutdown).await;
         let _ = connection.close(200, ShortString::from("shutdown")).await;
         result
@@ -315,7 +321,7 @@ impl Worker {
         let span = tracing::info_span!(
             "delivery",
             job = %message_id,
-            attempt = failures + 1,
+            attempt = failures.saturating_add(1),
             trace_id = %trace_id
         );
         let in_flight = metrics::gauge!(metrics::IN_FLIGHT);

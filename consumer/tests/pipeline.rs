@@ -544,7 +544,7 @@ async fn ten_binaries_starting_together_migrate_once() {
     let fresh = format!("{}_fresh", env.db_name);
     let url = env.database_url.replace(&env.db_name, &fresh);
     let config = pokeq_shared::store::parse_url(&url).unwrap();
-    let opens = (0..10).map(|_| pokeq_shared::store::Store::open(&config, &url, 1));
+    let opens = (0..10).map(|_| pokeq_shared::store::Store::open(&config, &url, 1, None));
     let stores = futures_util::future::join_all(opens).await;
     for store in &stores {
         let store = store.as_ref().expect("every start succeeds");

@@ -363,7 +363,8 @@ struct Held {
 
 impl Session {
     async fn open(common: &Common) -> anyhow::Result<Self> {
-        let connection = broker::connect(&common.amqp_url, "pokeq-ctl").await?;
+        let connection =
+            broker::connect(&common.amqp_url, "pokeq-ctl", common.extra_ca.as_deref()).await?;
         let channel = connection.create_channel().await?;
         // Declared by every binary at start, with the default retry delays: this command works
         // on a fresh broker, and a mismatch in queue arguments shows up here, before anything
@@ -553,7 +554,13 @@ pub struct ItemRow {
 }
 
 async fn item_row(common: &Common, id: i32) -> anyhow::Result<Option<ItemRow>> {
-    let store = Store::open(&common.database, &common.database_url, 1).await?;
+    let store = Store::open(
+        &common.database,
+        &common.database_url,
+        1,
+        common.extra_ca.as_deref(),
+    )
+    .await?;
     let client = store.pool().get().await?;
     let row = client
         .query_opt(
@@ -699,7 +706,13 @@ async fn replay(
     console: &mut Console<'_>,
 ) -> anyhow::Result<()> {
     // Postgres first: a replay must update items, so it does not start without them.
-    let store = Store::open(&common.database, &common.database_url, 1).await?;
+    let store = Store::open(
+        &common.database,
+        &common.database_url,
+        1,
+        common.extra_ca.as_deref(),
+    )
+    .await?;
     let session = Session::open(common).await?;
     let publish = broker::confirm_channel(&session.connection).await?;
     let held = session.take(|_| false).await?;
@@ -785,7 +798,13 @@ async fn purge(
         )
         .into());
     }
-    let store = Store::open(&common.database, &common.database_url, 1).await?;
+    let store = Store::open(
+        &common.database,
+        &common.database_url,
+        1,
+        common.extra_ca.as_deref(),
+    )
+    .await?;
     let session = Session::open(common).await?;
     let held = session.take(|_| false).await?;
     let chosen: Vec<&Letter> = held

@@ -124,8 +124,13 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let result = match config.action {
         Action::Migrate => {
-            let store =
-                Store::open(&config.common.database, &config.common.database_url, 1).await?;
+            let store = Store::open(
+                &config.common.database,
+                &config.common.database_url,
+                1,
+                config.common.extra_ca.as_deref(),
+            )
+            .await?;
             writeln!(
                 console.out,
                 "schema at version {}",

@@ -164,6 +164,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &config.common.database,
         &config.common.database_url,
         config.concurrency + 1,
+        config.common.extra_ca.as_deref(),
     )
     .await?;
     health.set_database(true);
@@ -177,9 +178,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     // The first connection waits for a broker that is still starting; later ones (after a
     // loss) are made by the link as publishing needs them.
-    let connection = broker::connect(&config.common.amqp_url, "pokeq-producer").await?;
+    let connection = broker::connect(
+        &config.common.amqp_url,
+        "pokeq-producer",
+        config.common.extra_ca.as_deref(),
+    )
+    .await?;
     let _ = connection.close(200, ShortString::from("checked")).await;
-    let link = broker::Link::new(&config.common.amqp_url, "pokeq-producer", topology.clone());
+    let link = broker::Link::new(
+        &config.common.amqp_url,
+        "pokeq-producer",
+        topology.clone(),
+        config.common.extra_ca.as_deref(),
+    );
     link.channel()
         .await
         .context("cannot declare the RabbitMQ topology")?;

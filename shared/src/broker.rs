@@ -36,15 +36,26 @@ pub enum BrokerError {
     ConfirmTimeout(Duration),
 }
 
-/// Connects once, within [`CONNECT_TIMEOUT`]. The error shows the URL with its password masked.
-pub async fn connect_once(url: &str, name: &str) -> Result<Connection, BrokerError> {
+/// Connects once, within [`CONNECT_TIMEOUT`]. An `amqps://` URL is verified against the
+/// system's roots plus `extra_ca` (PEM). The error shows the URL with its password masked.
+pub async fn connect_once(
+    url: &str,
+    name: &str,
+    extra_ca: Option<&str>,
+) -> Result<Connection, BrokerError> {
     let properties =
         ConnectionProperties::default().with_connection_name(LongString::from(name.to_owned()));
     let failed = |reason: String| BrokerError::Connect {
         url: mask_url(url),
         reason,
     };
-    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await {
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: extra_ca.map(str::to_owned),
+    };
+    let runtime = lapin::runtime::default_runtime().map_err(|e| failed(e.to_string()))?;
+    let connecting = Connection::connect_with_config(url, properties, tls, runtime);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(error)) => Err(failed(error.to_string())),
         Err(_) => Err(failed(format!("no answer within {CONNECT_TIMEOUT:?}"))),
@@ -53,13 +64,17 @@ pub async fn connect_once(url: &str, name: &str) -> Result<Connection, BrokerErr
 
 /// Connects, retrying with capped exponential backoff for about a minute: a broker that is still
 /// starting (compose, Kubernetes) is a normal condition, not a failure.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+pub async fn connect(
+    url: &str,
+    name: &str,
+    extra_ca: Option<&str>,
+) -> Result<Connection, BrokerError> {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))
         .with_max_times(15)
         .with_jitter();
-    (|| connect_once(url, name))
+    (|| connect_once(url, name, extra_ca))
         .retry(backoff)
         .notify(|error, wait| tracing::warn!(%error, ?wait, "RabbitMQ not reachable yet"))
         .await
@@ -129,15 +144,22 @@ pub struct Link {
     url: String,
     name: String,
     topology: crate::topology::Topology,
+    extra_ca: Option<String>,
     state: tokio::sync::Mutex<Option<(Connection, Channel)>>,
 }
 
 impl Link {
-    pub fn new(url: &str, name: &str, topology: crate::topology::Topology) -> Self {
+    pub fn new(
+        url: &str,
+        name: &str,
+        topology: crate::topology::Topology,
+        extra_ca: Option<&str>,
+    ) -> Self {
         Self {
             url: url.to_owned(),
             name: name.to_owned(),
             topology,
+            extra_ca: extra_ca.map(str::to_owned),
             state: tokio::sync::Mutex::new(None),
         }
     }
@@ -153,7 +175,7 @@ impl Link {
             tracing::warn!("RabbitMQ connection lost; reconnecting");
         }
         *state = None;
-        let connection = connect_once(&self.url, &self.name).await?;
+        let connection = connect_once(&self.url, &self.name, self.extra_ca.as_deref()).await?;
         let channel = confirm_channel(&connection).await?;
         self.topology.declare(&channel).await?;
         *state = Some((connection, channel.clone()));

@@ -86,6 +86,11 @@ pub struct CommonArgs {
     #[arg(long, env = "POKEQ_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
     pub queue_type: QueueType,
 
+    /// PEM file of CA certificates to trust, besides the system's, for amqps:// and Postgres
+    /// TLS (a private CA).
+    #[arg(long, env = "POKEQ_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+
     /// `json` for one JSON object per log line.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -101,6 +106,8 @@ pub struct Common {
     pub prefix: String,
     pub queue_type: QueueType,
     pub log_format: LogFormat,
+    /// CA certificates (PEM) of `--ca-file`, trusted besides the system's roots.
+    pub extra_ca: Option<String>,
 }
 
 impl CommonArgs {
@@ -117,7 +124,7 @@ impl CommonArgs {
         lapin::uri::AMQPUri::from_str(&self.amqp_url)
             .map_err(|e| ConfigError::new("AMQP_URL", &self.amqp_url, e))?;
 
-        let database = tokio_postgres::Config::from_str(&self.database_url)
+        let database = crate::tls::postgres_config(&self.database_url)
             .map_err(|e| ConfigError::new("DATABASE_URL", &self.database_url, e))?;
         if database.get_dbname().is_none() {
             return Err(ConfigError::new(
@@ -151,7 +158,15 @@ impl CommonArgs {
             ));
         }
 
+        let extra_ca = match &self.ca_file {
+            Some(path) => Some(crate::tls::load_ca_file(path).map_err(|reason| {
+                ConfigError::new("POKEQ_CA_FILE", &path.display().to_string(), reason)
+            })?),
+            None => None,
+        };
+
         Ok(Common {
+            extra_ca,
             amqp_url: self.amqp_url.clone(),
             database,
             database_url: self.database_url.clone(),
@@ -312,6 +327,7 @@ mod tests {
             prefix: "pokeq".into(),
             queue_type: QueueType::Quorum,
             log_format: LogFormat::Text,
+            ca_file: None,
         };
         let error = args.validate().unwrap_err().to_string();
         assert!(error.contains("AMQP_URL"), "{error}");

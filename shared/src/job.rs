@@ -133,11 +133,16 @@ impl ErrorKind {
     }
 }
 
-/// Failed tries recorded on a message; a missing or unreadable header counts as none.
+/// Most failed tries a message can claim: far above any `--max-attempts`, low enough that
+/// counting on from it never overflows. A forged larger count is read as this.
+pub const MAX_ATTEMPTS_READ: u32 = 100_000;
+
+/// Failed tries recorded on a message; a missing, negative or unreadable header counts as
+/// none, an absurdly large one as [`MAX_ATTEMPTS_READ`].
 pub fn attempts(properties: &BasicProperties) -> u32 {
     header_int(properties, ATTEMPTS_HEADER)
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(0)
+        .and_then(|n| u32::try_from(n.max(0)).ok().or(Some(MAX_ATTEMPTS_READ)))
+        .map_or(0, |n| n.min(MAX_ATTEMPTS_READ))
 }
 
 /// The `NOT_BEFORE_HEADER` time, in Unix milliseconds, if the message carries one.

@@ -22,5 +22,6 @@ pub mod rate;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 pub mod transform;

@@ -4,12 +4,12 @@
 //! broker confirmed the job), the consumer moves them to `done` in the same statement that
 //! writes the row, or to `failed` with the reason. A `done` item is never written again.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::mask_url;
 use crate::job::{ErrorKind, RESOURCE};
@@ -63,6 +63,8 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("Postgres pool setup: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
+    #[error("Postgres TLS setup: {0}")]
+    Tls(String),
 }
 
 /// tokio-postgres says only "db error" for a server-side error; the server's message, code and
@@ -112,21 +114,23 @@ impl Store {
         config: &tokio_postgres::Config,
         url: &str,
         pool_size: usize,
+        extra_ca: Option<&str>,
     ) -> Result<Self, StoreError> {
         let mut config = config.clone();
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let mut client = match connect(&config).await {
+        let tls = crate::tls::postgres_connector(extra_ca).map_err(StoreError::Tls)?;
+        let mut client = match connect(&config, &tls).await {
             Ok(client) => client,
             Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
-                create_database(&config)
+                create_database(&config, &tls)
                     .await
                     .map_err(|source| StoreError::Connect {
                         url: mask_url(url),
                         source,
                     })?;
-                connect(&config)
+                connect(&config, &tls)
                     .await
                     .map_err(|source| StoreError::Connect {
                         url: mask_url(url),
@@ -144,7 +148,7 @@ impl Store {
 
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -481,8 +485,11 @@ impl Store {
     }
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+async fn connect(
+    config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
+) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "Postgres connection closed");
@@ -493,11 +500,14 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_postgr
 
 /// Creates the configured database through the `postgres` maintenance database. Several
 /// processes may race to create it; losing that race is success.
-async fn create_database(config: &tokio_postgres::Config) -> Result<(), tokio_postgres::Error> {
+async fn create_database(
+    config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
+) -> Result<(), tokio_postgres::Error> {
     let name = config.get_dbname().unwrap_or("pokeq").to_owned();
     let mut maintenance = config.clone();
     maintenance.dbname("postgres");
-    let client = connect(&maintenance).await?;
+    let client = connect(&maintenance, tls).await?;
     let sql = format!("create database \"{}\"", name.replace('"', "\"\""));
     match client.batch_execute(&sql).await {
         Ok(()) => {
@@ -551,5 +561,5 @@ async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
 
 /// Parses a database URL (for callers that have only the text).
 pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-    tokio_postgres::Config::from_str(url)
+    crate::tls::postgres_config(url)
 }

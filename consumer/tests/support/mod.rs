@@ -91,10 +91,10 @@ impl TestEnv {
             .await
             .expect("stub starts");
         let config = pokeq_shared::store::parse_url(&database_url).expect("database url");
-        let store = Store::open(&config, &database_url, 4)
+        let store = Store::open(&config, &database_url, 4, None)
             .await
             .expect("Postgres reachable (start it: see README)");
-        let connection = pokeq_shared::broker::connect_once(&amqp_url, "pokeq-tests")
+        let connection = pokeq_shared::broker::connect_once(&amqp_url, "pokeq-tests", None)
             .await
             .expect("RabbitMQ reachable (start it: see README)");
         let channel = pokeq_shared::broker::confirm_channel(&connection)

@@ -108,10 +108,10 @@ impl TestEnv {
         let database_url = format!("{}/{db_name}", pg_server_url());
         let amqp_url = amqp_url();
         let config = pokeq_shared::store::parse_url(&database_url).expect("database url");
-        let store = Store::open(&config, &database_url, 2)
+        let store = Store::open(&config, &database_url, 2, None)
             .await
             .expect("Postgres reachable");
-        let connection = broker::connect_once(&amqp_url, "pokeq-ctl-tests")
+        let connection = broker::connect_once(&amqp_url, "pokeq-ctl-tests", None)
             .await
             .expect("RabbitMQ reachable");
         let channel = broker::confirm_channel(&connection).await.expect("channel");
