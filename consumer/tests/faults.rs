@@ -24,39 +24,6 @@ async fn status(url: &str) -> Option<u16> {
         .map(|r| r.status().as_u16())
 }
 
-/// Counts every write to `pokemon` so a test can prove each row was written once.
-async fn count_writes(env: &TestEnv) {
-    env.client()
-        .await
-        .batch_execute(
-            "create table pokemon_writes (id integer);
-             create function count_pokemon_write() returns trigger language plpgsql as $$
-             begin insert into pokemon_writes (id) values (new.id); return new; end $$;
-             create trigger count_writes after insert or update on pokemon
-             for each row execute function count_pokemon_write();",
-        )
-        .await
-        .unwrap();
-}
-
-async fn assert_each_row_written_once(env: &TestEnv, n: i64) {
-    let row = env
-        .client()
-        .await
-        .query_one(
-            "select count(*), count(distinct id) from pokemon_writes",
-            &[],
-        )
-        .await
-        .unwrap();
-    let (writes, ids): (i64, i64) = (row.get(0), row.get(1));
-    assert_eq!(
-        (writes, ids),
-        (n, n),
-        "each of {n} rows written exactly once"
-    );
-}
-
 fn slow_stub(count: u32) -> StubConfig {
     StubConfig {
         count,
@@ -68,7 +35,7 @@ fn slow_stub(count: u32) -> StubConfig {
 #[tokio::test]
 async fn consumer_reconnects_after_losing_the_broker_and_is_unready_meanwhile() {
     let env = TestEnv::start(slow_stub(300)).await;
-    count_writes(&env).await;
+    env.count_writes().await;
     env.run_producer(&[]).await;
     let proxy = Proxy::start(upstream(&env.amqp_url)).await;
     let port = free_port();
@@ -124,14 +91,14 @@ async fn consumer_reconnects_after_losing_the_broker_and_is_unready_meanwhile() 
         "reconnects are counted:\n{metrics}"
     );
     consumer.stop().await.unwrap();
-    assert_each_row_written_once(&env, 300).await;
+    env.assert_each_row_written_once(300).await;
     env.cleanup().await;
 }
 
 #[tokio::test]
 async fn consumer_waits_out_a_database_outage_without_failing_or_counting_attempts() {
     let env = TestEnv::start(slow_stub(300)).await;
-    count_writes(&env).await;
+    env.count_writes().await;
     env.run_producer(&[]).await;
     let proxy = Proxy::start(upstream(&env.database_url)).await;
     let port = free_port();
@@ -180,7 +147,7 @@ async fn consumer_waits_out_a_database_outage_without_failing_or_counting_attemp
         .await
     );
     consumer.stop().await.unwrap();
-    assert_each_row_written_once(&env, 300).await;
+    env.assert_each_row_written_once(300).await;
     env.cleanup().await;
 }
 

@@ -386,17 +386,7 @@ async fn undecodable_messages_are_dead_lettered_and_the_consumer_keeps_going() {
 #[tokio::test]
 async fn two_consumers_with_every_job_published_twice_write_each_row_once() {
     let env = TestEnv::start(stub(150)).await;
-    let client = env.client().await;
-    client
-        .batch_execute(
-            "create table pokemon_writes (id integer, at timestamptz default now());
-             create function count_pokemon_write() returns trigger language plpgsql as $$
-             begin insert into pokemon_writes (id) values (new.id); return new; end $$;
-             create trigger count_writes after insert or update on pokemon
-             for each row execute function count_pokemon_write();",
-        )
-        .await
-        .unwrap();
+    env.count_writes().await;
     env.run_producer(&[]).await;
     // The duplicates an at-least-once broker may deliver, made certain.
     for id in env.stub.dataset().ids().to_vec() {
@@ -415,26 +405,8 @@ async fn two_consumers_with_every_job_published_twice_write_each_row_once() {
     first.stop().await.unwrap();
     second.stop().await.unwrap();
 
-    let rows = client
-        .query(
-            "select id, count(*) from pokemon_writes group by id having count(*) <> 1",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(
-        rows.is_empty(),
-        "rows written more than once: {}",
-        rows.len()
-    );
-    let total: i64 = client
-        .query_one("select count(*) from pokemon_writes", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(total, 150);
+    env.assert_each_row_written_once(150).await;
     assert_rows_match_stub(&env).await;
-    drop(client);
     env.cleanup().await;
 }
 

@@ -277,6 +277,41 @@ impl TestEnv {
         self.store.pool().get().await.expect("pooled client")
     }
 
+    /// Counts every write to `pokemon` (a trigger), so a test can prove each row was written
+    /// exactly once however often its job was delivered.
+    pub async fn count_writes(&self) {
+        self.client()
+            .await
+            .batch_execute(
+                "create table pokemon_writes (id integer);
+                 create function count_pokemon_write() returns trigger language plpgsql as $$
+                 begin insert into pokemon_writes (id) values (new.id); return new; end $$;
+                 create trigger count_writes after insert or update on pokemon
+                 for each row execute function count_pokemon_write();",
+            )
+            .await
+            .expect("write counter installed");
+    }
+
+    /// With [`TestEnv::count_writes`] installed: `n` rows, each written exactly once.
+    pub async fn assert_each_row_written_once(&self, n: i64) {
+        let row = self
+            .client()
+            .await
+            .query_one(
+                "select count(*), count(distinct id) from pokemon_writes",
+                &[],
+            )
+            .await
+            .expect("write counts");
+        let (writes, ids): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(
+            (writes, ids),
+            (n, n),
+            "each of {n} rows written exactly once"
+        );
+    }
+
     /// Deletes this test's queues, exchanges and database.
     pub async fn cleanup(self) {
         let topology = self.topology();
