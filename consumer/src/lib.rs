@@ -283,10 +283,25 @@ impl Session {
             shutdown.cancelled().await;
             tokio::time::sleep(config.shutdown_grace).await;
         };
+        // The delivery stream does not always end when the socket dies; the connection's own
+        // state does change, so watch it too. Jobs still in flight then are redelivered by the
+        // broker to whoever consumes next, and `done` makes that harmless.
+        let lost = async {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if !(connection.status().connected() && channel.status().connected()) {
+                    break;
+                }
+            }
+        };
         tokio::select! {
             () = work => {}
             () = grace => {
                 tracing::warn!(grace = ?config.shutdown_grace, "grace period over; unfinished jobs go back to the queue");
+            }
+            () = lost, if !shutdown.is_cancelled() => {
+                broken.get_or_insert_with(|| "connection lost".to_owned());
             }
         }
         if shutdown.is_cancelled() {

@@ -154,8 +154,7 @@ async fn a_server_signed_by_an_unknown_ca_is_refused() {
     let tls = tls_env(1).await;
     let broker = pokeq_shared::broker::connect_once(&tls.amqps_url, "pokeq-tls-test", None).await;
     let error = broker
-        .err()
-        .expect("untrusted broker certificate refused")
+        .expect_err("untrusted broker certificate refused")
         .to_string();
     assert!(!error.contains("guest:guest"), "password masked: {error}");
 
