@@ -1,14 +1,29 @@
 //! One job, start to finish, without the broker: fetch, transform, store, and say what the
 //! delivery loop must do with the message. Keeping the broker out makes every failure class
 //! testable on its own.
+//!
+//! pokeq's own database failing is not the job's fault: each store step waits it out with
+//! backoff (the delivery stays unacked meanwhile), counting no attempt, failing nothing, and
+//! without asking the API again for a document already fetched.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use pokeq_shared::job::{ErrorKind, Job};
+use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pokeapi::{FetchError, Fetched, PokeApi};
-use pokeq_shared::store::{Store, StoreError};
+use pokeq_shared::shutdown::CancellationToken;
+use pokeq_shared::store::{SaveRow, Store, StoreError};
 use pokeq_shared::topology::{Delay, RetryDelays};
 use pokeq_shared::transform::transform;
+
+use crate::commit::Committer;
+
+/// A `not_before` further ahead than this is not a wait the API asked for but a forged header;
+/// it is ignored rather than deferring the job forever.
+const MAX_NOT_BEFORE: Duration = Duration::from_secs(24 * 3600);
 
 /// What became of a job, and so what the delivery loop does with its message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,27 +54,31 @@ pub enum Outcome {
 pub struct Handler {
     pub api: PokeApi,
     pub store: Store,
+    /// Stores rows in group commits.
+    pub committer: Committer,
     pub max_attempts: u32,
     pub delays: RetryDelays,
+    /// Told when the database comes and goes, for `/readyz`.
+    pub health: Arc<Health>,
+    /// Ends waits for the database.
+    pub shutdown: CancellationToken,
 }
 
 impl Handler {
     /// [`Outcome::Defer`] for a job that carries a `not_before` time still ahead.
     pub fn defer(&self, not_before: Option<i64>) -> Option<Outcome> {
         let remaining = not_before?.saturating_sub(unix_millis());
-        (remaining > 0).then(|| Outcome::Defer {
-            delay: self
-                .delays
-                .covering(Duration::from_millis(remaining as u64))
-                .clone(),
+        let remaining = Duration::from_millis(u64::try_from(remaining).ok()?);
+        (!remaining.is_zero() && remaining <= MAX_NOT_BEFORE).then(|| Outcome::Defer {
+            delay: self.delays.covering(remaining).clone(),
         })
     }
 
     /// Runs `job`, which has already failed transiently `failures` times, and records the
     /// item's state: `done` with its row, the attempt and error of a retry, or `failed` with
-    /// the reason of a dead letter. An error means pokeq's own database failed, not the job:
-    /// the caller waits and tries again without counting an attempt.
-    pub async fn handle(&self, job: &Job, failures: u32) -> Result<Outcome, StoreError> {
+    /// the reason of a dead letter. `None` when shutdown came while waiting for the database:
+    /// the job is then handed back untouched.
+    pub async fn handle(&self, job: &Job, failures: u32) -> Option<Outcome> {
         let outcome = self.run(job, failures).await?;
         if let Outcome::Dead {
             kind,
@@ -67,18 +86,20 @@ impl Handler {
             failures,
         } = &outcome
         {
-            self.store
-                .mark_failed(job.id, *kind, *failures as i32, reason)
-                .await?;
+            self.stored(|| {
+                self.store
+                    .mark_failed(job.id, *kind, *failures as i32, reason)
+            })
+            .await?;
         }
-        Ok(outcome)
+        Some(outcome)
     }
 
-    async fn run(&self, job: &Job, failures: u32) -> Result<Outcome, StoreError> {
-        let item = self.store.item_state(job.id).await?;
+    async fn run(&self, job: &Job, failures: u32) -> Option<Outcome> {
+        let item = self.stored(|| self.store.item_state(job.id)).await?;
         if item.done {
             tracing::debug!("already done; no API call");
-            return Ok(Outcome::Done { written: false });
+            return Some(Outcome::Done { written: false });
         }
         let tries = failures.saturating_add(1);
         let known = (!item.validators.is_empty()).then_some(&item.validators);
@@ -86,18 +107,19 @@ impl Handler {
             Ok(Fetched::Document { body, validators }) => (body, validators),
             Ok(Fetched::NotModified) => {
                 tracing::debug!("not modified since stored; no write");
-                self.store.mark_unchanged(job.id, tries as i32).await?;
-                return Ok(Outcome::Done { written: false });
+                self.stored(|| self.store.mark_unchanged(job.id, tries as i32))
+                    .await?;
+                return Some(Outcome::Done { written: false });
             }
             Err(FetchError::NotFound) => {
-                return Ok(Outcome::Dead {
+                return Some(Outcome::Dead {
                     kind: ErrorKind::NotFound,
                     reason: format!("pokemon {} not found (HTTP 404)", job.id),
                     failures: tries,
                 });
             }
             Err(FetchError::Permanent(reason)) => {
-                return Ok(Outcome::Dead {
+                return Some(Outcome::Dead {
                     kind: ErrorKind::MalformedPayload,
                     reason,
                     failures: tries,
@@ -108,20 +130,19 @@ impl Handler {
                 retry_after,
             }) => {
                 if tries >= self.max_attempts {
-                    return Ok(Outcome::Dead {
+                    return Some(Outcome::Dead {
                         kind: ErrorKind::Exhausted,
                         reason: format!("{tries} attempts failed; last: {reason}"),
                         failures: tries,
                     });
                 }
-                self.store
-                    .record_attempt(job.id, tries as i32, &reason)
+                self.stored(|| self.store.record_attempt(job.id, tries as i32, &reason))
                     .await?;
                 let delay = self.delays.next(tries, retry_after).clone();
                 let not_before = retry_after
                     .filter(|wait| *wait > delay.duration)
                     .map(|wait| unix_millis() + wait.as_millis() as i64);
-                return Ok(Outcome::Retry {
+                return Some(Outcome::Retry {
                     delay,
                     failures: tries,
                     error: reason,
@@ -132,18 +153,53 @@ impl Handler {
         let pokemon = match transform(job.id, &body) {
             Ok(pokemon) => pokemon,
             Err(error) => {
-                return Ok(Outcome::Dead {
+                return Some(Outcome::Dead {
                     kind: ErrorKind::MalformedPayload,
                     reason: error.0,
                     failures: tries,
                 });
             }
         };
-        let written = self
-            .store
-            .save_done(&pokemon, &validators, tries as i32)
-            .await?;
-        Ok(Outcome::Done { written })
+        let row = SaveRow {
+            pokemon,
+            validators,
+            attempts: tries as i32,
+        };
+        let written = self.stored(|| self.committer.save(row.clone())).await?;
+        Some(Outcome::Done { written })
+    }
+
+    /// Runs a store operation until it succeeds, waiting with capped backoff while the
+    /// database is unavailable; `None` if shutdown comes first.
+    async fn stored<T, F, Fut>(&self, operation: F) -> Option<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .without_max_times()
+            .with_jitter()
+            .build();
+        loop {
+            match operation().await {
+                Ok(value) => {
+                    self.health.set_database(true);
+                    return Some(value);
+                }
+                Err(error) => {
+                    self.health.set_database(false);
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(%error, ?wait, "database unavailable; waiting, attempt not counted");
+                    metrics::counter!(metrics::RECONNECTS, "target" => "database").increment(1);
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
     }
 }
 

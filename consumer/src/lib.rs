@@ -11,6 +11,7 @@
 //! unavailable database holds the delivery unacked and retries it with backoff, so no item ends
 //! `failed` because Postgres was down.
 
+pub mod commit;
 pub mod handler;
 
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use pokeq_shared::store::Store;
 use pokeq_shared::topology::{RetryDelays, Topology};
 use tracing::Instrument;
 
+use crate::commit::Committer;
 use crate::handler::{Handler, Outcome};
 
 /// Command line of `consumer`; every flag also reads an environment variable.
@@ -79,9 +81,11 @@ pub struct Cli {
     #[arg(long, env = "POKEQ_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// How long to keep trying to reach RabbitMQ (at start or after losing it) before exiting 1.
-    #[arg(long, env = "POKEQ_BROKER_PATIENCE", default_value = "5m", value_parser = parse_duration)]
-    pub broker_patience: Duration,
+    /// How long to keep trying to reach RabbitMQ or Postgres while they are away (at start, or
+    /// RabbitMQ after losing it) before exiting 1. A database lost mid-run is waited for
+    /// without limit, the jobs in hand held unacknowledged.
+    #[arg(long, env = "POKEQ_PATIENCE", default_value = "5m", value_parser = parse_duration)]
+    pub patience: Duration,
 
     /// Address of /metrics, /healthz and /readyz, or `off`.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9000",
@@ -99,7 +103,7 @@ pub struct Config {
     pub http: ClientOptions,
     pub politeness: Politeness,
     pub shutdown_grace: Duration,
-    pub broker_patience: Duration,
+    pub patience: Duration,
     pub metrics_addr: Option<SocketAddr>,
 }
 
@@ -118,7 +122,7 @@ impl Cli {
                 ..ClientOptions::default()
             },
             shutdown_grace: self.shutdown_grace,
-            broker_patience: self.broker_patience,
+            patience: self.patience,
             metrics_addr: self.metrics_addr.0,
         })
     }
@@ -126,7 +130,7 @@ impl Cli {
 
 /// Consumes until `shutdown` is cancelled, then stops taking deliveries, lets in-flight jobs
 /// finish within the grace period, and returns. A lost broker is reconnected; only a broker
-/// unreachable for longer than `broker_patience` ends the run with an error.
+/// unreachable for longer than `patience` ends the run with an error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     if let Some(addr) = config.metrics_addr {
@@ -134,20 +138,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
-    let store = Store::open(
+    let opening = Store::open_patiently(
         &config.common.database,
         &config.common.database_url,
-        usize::from(config.prefetch).clamp(4, 32),
+        // Handlers only read item states (the committer writes); a few connections serve many.
+        (usize::from(config.prefetch) / 4).clamp(4, 16),
         config.common.extra_ca.as_deref(),
-    )
-    .await?;
+        config.patience,
+    );
+    let store = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        store = opening => store?,
+    };
     health.set_database(true);
     let gate = Gate::new(&config.politeness, Some(store.clone()));
     let api = PokeApi::new(&config.common.pokeapi_url, &config.http, gate)
         .context("cannot build the HTTP client")?;
+    let committer = Committer::spawn(store.clone(), usize::from(config.prefetch));
     let handler = Arc::new(Handler {
         api,
         store,
+        committer,
+        health: Arc::clone(&health),
+        shutdown: shutdown.clone(),
         max_attempts: config.max_attempts,
         delays: config.retry_delays.clone(),
     });
@@ -180,10 +193,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             unreachable_since = None;
         }
         let since = *unreachable_since.get_or_insert_with(Instant::now);
-        if since.elapsed() > config.broker_patience {
+        if since.elapsed() > config.patience {
             return Err(error.context(format!(
                 "RabbitMQ unreachable for over {:?}",
-                config.broker_patience
+                config.patience
             )));
         }
         let wait = backoff.next().unwrap_or(Duration::from_secs(10));
@@ -263,8 +276,6 @@ impl Session {
             handler: self.handler,
             publish,
             topology: self.topology,
-            health: self.health,
-            shutdown: shutdown.clone(),
         };
         let mut broken = None;
         let work = deliveries
@@ -320,8 +331,6 @@ struct Worker {
     /// Confirm channel for retries and dead letters.
     publish: Channel,
     topology: Topology,
-    health: Arc<Health>,
-    shutdown: CancellationToken,
 }
 
 impl Worker {
@@ -360,9 +369,9 @@ impl Worker {
         in_flight.decrement(1.0);
     }
 
-    /// The handler's outcome, waiting out database outages (the delivery stays unacked, so the
-    /// prefetch keeps this consumer from taking more work meanwhile). `None` if shutdown came
-    /// first.
+    /// The handler's outcome (it waits out database outages itself, the delivery unacked, so
+    /// the prefetch keeps this consumer from taking more work meanwhile). `None` if shutdown
+    /// came first.
     async fn outcome(&self, delivery: &Delivery, failures: u32) -> Option<Outcome> {
         let job = match Job::decode(&delivery.data) {
             Ok(job) => job,
@@ -377,25 +386,7 @@ impl Worker {
         if let Some(deferred) = self.handler.defer(job::not_before(&delivery.properties)) {
             return Some(deferred);
         }
-        let mut backoff = reconnect_backoff();
-        loop {
-            match self.handler.handle(&job, failures).await {
-                Ok(outcome) => {
-                    self.health.set_database(true);
-                    return Some(outcome);
-                }
-                Err(error) => {
-                    self.health.set_database(false);
-                    let wait = backoff.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(%error, ?wait, "database unavailable; waiting, attempt not counted");
-                    metrics::counter!(metrics::RECONNECTS, "target" => "database").increment(1);
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return None,
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
-            }
-        }
+        self.handler.handle(&job, failures).await
     }
 
     async fn settle(&self, delivery: &Delivery, outcome: &Outcome) -> anyhow::Result<()> {

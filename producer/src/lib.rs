@@ -160,13 +160,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
-    let store = Store::open(
+    let opening = Store::open_patiently(
         &config.common.database,
         &config.common.database_url,
-        config.concurrency + 1,
+        config.concurrency.min(4) + 1,
         config.common.extra_ca.as_deref(),
-    )
-    .await?;
+        Duration::from_secs(60),
+    );
+    let store = tokio::select! {
+        () = shutdown.cancelled() => anyhow::bail!("interrupted while waiting for Postgres"),
+        store = opening => store?,
+    };
     health.set_database(true);
     let gate = Gate::new(&config.politeness, Some(store.clone()));
     let api = PokeApi::new(&config.common.pokeapi_url, &config.http, gate)
@@ -178,12 +182,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     // The first connection waits for a broker that is still starting; later ones (after a
     // loss) are made by the link as publishing needs them.
-    let connection = broker::connect(
+    let connecting = broker::connect(
         &config.common.amqp_url,
         "pokeq-producer",
         config.common.extra_ca.as_deref(),
-    )
-    .await?;
+    );
+    let connection = tokio::select! {
+        () = shutdown.cancelled() => anyhow::bail!("interrupted while waiting for RabbitMQ"),
+        connection = connecting => connection?,
+    };
     let _ = connection.close(200, ShortString::from("checked")).await;
     let link = broker::Link::new(
         &config.common.amqp_url,

@@ -179,8 +179,12 @@ impl CommonArgs {
 }
 
 /// Replaces the password of a URL with `****`, so a value can be shown in errors and logs.
-/// Text that does not parse as a URL is masked between `://user:` and `@` all the same.
+/// Text that does not parse as a URL is masked between `://user:` and `@` all the same, and a
+/// Postgres key=value string (`host=... password=...`) has its `password` value masked.
 pub fn mask_url(value: &str) -> String {
+    if !value.contains("://") && value.contains("password") {
+        return mask_key_value_password(value);
+    }
     if let Ok(mut url) = url::Url::parse(value) {
         if url.password().is_some() && url.set_password(Some("****")).is_ok() {
             return url.to_string();
@@ -202,6 +206,47 @@ pub fn mask_url(value: &str) -> String {
         }
         _ => value.to_owned(),
     }
+}
+
+/// Masks `password=...` in a libpq-style key=value string, quoted values included.
+fn mask_key_value_password(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find("password") {
+        let (before, after) = rest.split_at(at);
+        out.push_str(before);
+        let after_key = &after["password".len()..];
+        let trimmed = after_key.trim_start();
+        let Some(value_part) = trimmed.strip_prefix('=') else {
+            out.push_str("password");
+            rest = after_key;
+            continue;
+        };
+        let value_part = value_part.trim_start();
+        let end = if let Some(quoted) = value_part.strip_prefix('\'') {
+            let mut escaped = false;
+            let mut close = quoted.len();
+            for (i, c) in quoted.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '\'' if !escaped => {
+                        close = i;
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            1 + (close + 1).min(quoted.len())
+        } else {
+            value_part
+                .find(char::is_whitespace)
+                .unwrap_or(value_part.len())
+        };
+        out.push_str("password=****");
+        rest = &value_part[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Parses durations written as `250ms`, `5s`, `2m` or `1h`: the forms the contract's flags use.
@@ -289,6 +334,14 @@ mod tests {
         );
         assert_eq!(mask_url("http://host/api"), "http://host/api");
         assert_eq!(mask_url("bad://u:p@@x y"), "bad://u:****@x y");
+        assert_eq!(
+            mask_url("host=db user=app password=hunter2 dbname=pokeq"),
+            "host=db user=app password=**** dbname=pokeq"
+        );
+        assert_eq!(
+            mask_url("host=db password = 'a b\\'c' dbname=x"),
+            "host=db password=**** dbname=x"
+        );
     }
 
     #[test]

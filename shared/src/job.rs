@@ -89,6 +89,12 @@ impl Job {
         }
         let text = std::str::from_utf8(body)
             .map_err(|e| InvalidMessage(format!("body is not UTF-8: {e}")))?;
+        // serde would also read a struct from a JSON array; a job is an object.
+        if text.trim_start().starts_with('[') {
+            return Err(InvalidMessage(
+                "body is not a job: invalid type: sequence, expected a JSON object".into(),
+            ));
+        }
         let job: Job = serde_json::from_str(text)
             .map_err(|e| InvalidMessage(format!("body is not a job: {e}")))?;
         if job.v != VERSION {

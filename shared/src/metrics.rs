@@ -34,6 +34,8 @@ pub const API_SECONDS: &str = "pokeq_api_request_duration_seconds";
 pub const IN_FLIGHT: &str = "pokeq_jobs_in_flight";
 /// Latency of the statement that stores a row and marks it done.
 pub const DB_SECONDS: &str = "pokeq_db_transaction_duration_seconds";
+/// Rows per group commit.
+pub const COMMIT_ROWS: &str = "pokeq_db_commit_rows";
 /// Reconnections, by target (`broker`, `database`).
 pub const RECONNECTS: &str = "pokeq_reconnects_total";
 /// Jobs the producer published and the broker confirmed.
@@ -44,6 +46,8 @@ pub const PAGES: &str = "pokeq_producer_pages_total";
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+const ROW_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// What `/readyz` reports: set by the code that owns each connection.
 #[derive(Debug, Default)]
@@ -73,6 +77,7 @@ pub fn recorder() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_ROWS.into()), ROW_BUCKETS))
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();

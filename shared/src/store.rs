@@ -65,6 +65,9 @@ pub enum StoreError {
     Build(#[from] deadpool_postgres::BuildError),
     #[error("Postgres TLS setup: {0}")]
     Tls(String),
+    /// A group commit this row was part of failed (the cause is in the text).
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// tokio-postgres says only "db error" for a server-side error; the server's message, code and
@@ -89,6 +92,39 @@ fn describe(error: &tokio_postgres::Error) -> String {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+}
+
+/// Marks the item done and upserts its row, unless it is done already (see `save_done`).
+const SAVE_DONE: &str = "with item as (
+        insert into ingest_items (resource, id, name, status, attempts, updated_at,
+                                  etag, last_modified)
+        values ($1, $2, $3, 'done', $4, now(), $15, $16)
+        on conflict (resource, id) do update
+            set status = 'done', attempts = excluded.attempts, name = excluded.name,
+                last_error = null, error_kind = null, updated_at = now(),
+                etag = excluded.etag, last_modified = excluded.last_modified
+            where ingest_items.status <> 'done'
+        returning id
+     )
+     insert into pokemon (id, name, height_m, weight_kg, base_experience, types,
+                          abilities, stats, sprite_url, species, is_default, sort_order)
+     select $2, $3, round($5::int::numeric / 10, 1), round($6::int::numeric / 10, 1),
+            $7, $8, $9, $10, $11, $12, $13, $14
+     from item
+     on conflict (id) do update
+        set name = excluded.name, height_m = excluded.height_m,
+            weight_kg = excluded.weight_kg, base_experience = excluded.base_experience,
+            types = excluded.types, abilities = excluded.abilities,
+            stats = excluded.stats, sprite_url = excluded.sprite_url,
+            species = excluded.species, is_default = excluded.is_default,
+            sort_order = excluded.sort_order, ingested_at = now()";
+
+/// One row for [`Store::save_many`].
+#[derive(Debug, Clone)]
+pub struct SaveRow {
+    pub pokemon: Pokemon,
+    pub validators: Validators,
+    pub attempts: i32,
 }
 
 /// An item as the consumer finds it before fetching.
@@ -161,6 +197,33 @@ impl Store {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()?;
         Ok(Self { pool })
+    }
+
+    /// [`Store::open`], retried with capped backoff for up to `patience` while the server
+    /// cannot be reached: a database that is still starting (compose, Kubernetes) is normal.
+    pub async fn open_patiently(
+        config: &tokio_postgres::Config,
+        url: &str,
+        pool_size: usize,
+        extra_ca: Option<&str>,
+        patience: Duration,
+    ) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + patience;
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match Self::open(config, url, pool_size, extra_ca).await {
+                Err(StoreError::Connect { url, source })
+                    if source.as_db_error().is_none()
+                        && std::time::Instant::now() + wait < deadline =>
+                {
+                    let error = StoreError::Connect { url, source };
+                    tracing::warn!(%error, ?wait, "Postgres not reachable yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The schema version this database is at.
@@ -263,70 +326,77 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// Writes the row and marks its item `done` in one statement, hence one transaction. Returns
-    /// false, writing nothing, when the item was already done: of two consumers holding the same
-    /// job, the second waits for the first's commit and then skips.
+    /// Writes the row and marks its item `done` in one statement. Returns false, writing
+    /// nothing, when the item was already done: of two consumers holding the same job, the
+    /// second waits for the first's commit and then skips.
     pub async fn save_done(
         &self,
         pokemon: &Pokemon,
         validators: &Validators,
         attempts: i32,
     ) -> Result<bool, StoreError> {
-        let stats = serde_json::to_value(&pokemon.stats).unwrap_or_default();
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "with item as (
-                    insert into ingest_items (resource, id, name, status, attempts, updated_at,
-                                              etag, last_modified)
-                    values ($1, $2, $3, 'done', $4, now(), $15, $16)
-                    on conflict (resource, id) do update
-                        set status = 'done', attempts = excluded.attempts, name = excluded.name,
-                            last_error = null, error_kind = null, updated_at = now(),
-                            etag = excluded.etag, last_modified = excluded.last_modified
-                        where ingest_items.status <> 'done'
-                    returning id
-                 )
-                 insert into pokemon (id, name, height_m, weight_kg, base_experience, types,
-                                      abilities, stats, sprite_url, species, is_default, sort_order)
-                 select $2, $3, round($5::int::numeric / 10, 1), round($6::int::numeric / 10, 1),
-                        $7, $8, $9, $10, $11, $12, $13, $14
-                 from item
-                 on conflict (id) do update
-                    set name = excluded.name, height_m = excluded.height_m,
-                        weight_kg = excluded.weight_kg, base_experience = excluded.base_experience,
-                        types = excluded.types, abilities = excluded.abilities,
-                        stats = excluded.stats, sprite_url = excluded.sprite_url,
-                        species = excluded.species, is_default = excluded.is_default,
-                        sort_order = excluded.sort_order, ingested_at = now()",
-            )
-            .await?;
+        let row = SaveRow {
+            pokemon: pokemon.clone(),
+            validators: validators.clone(),
+            attempts,
+        };
+        Ok(self.save_many(std::slice::from_ref(&row)).await?[0])
+    }
+
+    /// [`Store::save_done`] for several rows in one transaction (one commit, one WAL flush),
+    /// the statements pipelined in one round trip. Rows are written in id order so that two
+    /// batches holding the same ids lock them in the same order. Returns, for each row in the
+    /// order given, whether it was written.
+    pub async fn save_many(&self, rows: &[SaveRow]) -> Result<Vec<bool>, StoreError> {
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| rows[i].pokemon.id);
+        let stats: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| serde_json::to_value(&row.pokemon.stats).unwrap_or_default())
+            .collect();
+        let mut client = self.pool.get().await?;
         let started = std::time::Instant::now();
-        let written = client
-            .execute(
-                &statement,
-                &[
-                    &RESOURCE,
-                    &pokemon.id,
-                    &pokemon.name,
-                    &attempts,
-                    &pokemon.height,
-                    &pokemon.weight,
-                    &pokemon.base_experience,
-                    &pokemon.types,
-                    &pokemon.abilities,
-                    &stats,
-                    &pokemon.sprite,
-                    &pokemon.species,
-                    &pokemon.is_default,
-                    &pokemon.order,
-                    &validators.etag,
-                    &validators.last_modified,
-                ],
-            )
-            .await?;
+        let tx = client.transaction().await?;
+        let statement = tx.prepare_cached(SAVE_DONE).await?;
+        let writes = order.iter().map(|&i| {
+            let (row, stats) = (&rows[i], &stats[i]);
+            let p = &row.pokemon;
+            let statement = &statement;
+            let tx = &tx;
+            async move {
+                tx.execute(
+                    statement,
+                    &[
+                        &RESOURCE,
+                        &p.id,
+                        &p.name,
+                        &row.attempts,
+                        &p.height,
+                        &p.weight,
+                        &p.base_experience,
+                        &p.types,
+                        &p.abilities,
+                        stats,
+                        &p.sprite,
+                        &p.species,
+                        &p.is_default,
+                        &p.order,
+                        &row.validators.etag,
+                        &row.validators.last_modified,
+                    ],
+                )
+                .await
+            }
+        });
+        let counts = futures_util::future::try_join_all(writes).await?;
+        tx.commit().await?;
         metrics::histogram!(crate::metrics::DB_SECONDS).record(started.elapsed().as_secs_f64());
-        Ok(written > 0)
+        metrics::histogram!(crate::metrics::COMMIT_ROWS).record(rows.len() as f64);
+        let mut written = vec![false; rows.len()];
+        for (&i, count) in order.iter().zip(counts) {
+            written[i] = count > 0;
+        }
+        Ok(written)
     }
 
     /// Records a transient failure: the item stays `queued` (its job waits in a retry queue).

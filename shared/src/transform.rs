@@ -87,6 +87,13 @@ struct RawSprites {
 
 /// Decodes and checks the detail document fetched for `requested_id`.
 pub fn transform(requested_id: i32, body: &[u8]) -> Result<Pokemon, MalformedPayload> {
+    // serde would also read a struct from a JSON array; PokeAPI sends an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(MalformedPayload(
+            "payload is not a PokeAPI pokemon: invalid type: sequence, expected a JSON object"
+                .into(),
+        ));
+    }
     let raw: Raw = serde_json::from_slice(body)
         .map_err(|e| MalformedPayload(format!("payload is not a PokeAPI pokemon: {e}")))?;
     if raw.id != requested_id {
