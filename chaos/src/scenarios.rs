@@ -1,0 +1,321 @@
+//! The five scenarios. Each gets a fresh database and queue prefix, starts its own stub,
+//! producer and consumers, lands its fault mid-run (triggered on progress, not on time), and
+//! leaves the final wait and checks to [`Run::settle`] and [`Run::verify`].
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use crate::run::{Infra, Report, Run, Spec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    BrokerRestart,
+    DbRestart,
+    ConsumerKill,
+    ApiFaults,
+    Sigterm,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] = [
+        Scenario::BrokerRestart,
+        Scenario::DbRestart,
+        Scenario::ConsumerKill,
+        Scenario::ApiFaults,
+        Scenario::Sigterm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::BrokerRestart => "broker-restart",
+            Scenario::DbRestart => "db-restart",
+            Scenario::ConsumerKill => "consumer-kill",
+            Scenario::ApiFaults => "api-faults",
+            Scenario::Sigterm => "sigterm",
+        }
+    }
+
+    /// A name or its number (1 to 5).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Scenario::ALL
+            .iter()
+            .enumerate()
+            .find(|(i, s)| s.name() == text || (i + 1).to_string() == text)
+            .map(|(_, s)| *s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                format!(
+                    "unknown scenario {text:?}: one of {} (or 1-5)",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How big and how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Size {
+    pub count: u32,
+    /// How long a stopped service stays down.
+    pub down: Duration,
+}
+
+const GRACE: Duration = Duration::from_secs(10);
+const RETRY_DELAYS: &str = "100ms,200ms,500ms";
+
+fn consumer_args(prefetch: u16) -> Vec<String> {
+    [
+        "--prefetch",
+        &prefetch.to_string(),
+        "--max-attempts",
+        "10",
+        "--http-timeout",
+        "10s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn spec(scenario: Scenario, size: Size) -> Spec {
+    let (latency, fault_rate) = match scenario {
+        Scenario::BrokerRestart | Scenario::DbRestart => (100, 0.0),
+        Scenario::ConsumerKill | Scenario::Sigterm => (300, 0.0),
+        Scenario::ApiFaults => (20, 0.1),
+    };
+    Spec {
+        count: size.count,
+        latency: Duration::from_millis(latency),
+        fault_rate,
+        retry_delays: RETRY_DELAYS,
+        consumer_args: consumer_args(16),
+    }
+}
+
+/// Runs one scenario start to finish and returns its report (printed as it goes).
+pub async fn run(infra: &mut Infra, scenario: Scenario, size: Size) -> Report {
+    let started = Instant::now();
+    let name = scenario.name();
+    println!("==> {name}");
+    let mut run = match Run::start(infra, name, spec(scenario, size)).await {
+        Ok(run) => run,
+        Err(error) => {
+            println!("[{name}] setup failed: {error:#}");
+            return Report::setup_failed(name, error, started);
+        }
+    };
+    let body = match scenario {
+        Scenario::BrokerRestart => broker_restart(&mut run, size).await,
+        Scenario::DbRestart => db_restart(&mut run, size).await,
+        Scenario::ConsumerKill => consumer_kill(&mut run).await,
+        Scenario::ApiFaults => api_faults(&mut run).await,
+        Scenario::Sigterm => sigterm(&mut run).await,
+    };
+    match body {
+        Ok(()) => {
+            if let Err(error) = run.settle().await {
+                run.failures.push(format!("{error:#}"));
+            }
+            if let Err(error) = run.verify().await {
+                run.failures.push(format!("verification: {error:#}"));
+            }
+        }
+        Err(error) => run.failures.push(format!("{error:#}")),
+    }
+    if scenario == Scenario::ApiFaults && run.faults() == 0 {
+        run.failures
+            .push("the stub injected no fault: the scenario tested nothing".into());
+    }
+    let report = run.finish();
+    let verdict = if report.passed() { "PASS" } else { "FAIL" };
+    println!(
+        "[{name}] {verdict}: {} items, {} kills, {} SIGTERMs, restarts {}, {} detail requests \
+         at the stub ({} extra; the consumers counted {}), {} faults injected, {:.1}s",
+        report.items,
+        report.kills,
+        report.sigterms,
+        report.restarts,
+        report.api_requests,
+        report.extra(),
+        report.consumer_counted(),
+        report.faults,
+        report.wall.as_secs_f64()
+    );
+    for failure in &report.failures {
+        println!("[{name}]   FAIL: {failure}");
+    }
+    print!("{}", report.logs);
+    report
+}
+
+fn fraction(n: i64, percent: i64) -> i64 {
+    n * percent / 100
+}
+
+async fn start_consumers(run: &mut Run<'_>, n: usize, grace: Duration) -> Result<()> {
+    for _ in 0..n {
+        run.spawn_consumer(grace)?;
+    }
+    Ok(())
+}
+
+async fn wait_producer(run: &mut Run<'_>) -> Result<()> {
+    let deadline = Instant::now() + run.infra.timeout;
+    while run.producer_running() {
+        if Instant::now() > deadline {
+            bail!("the producer did not finish within {:?}", run.infra.timeout);
+        }
+        run.idle(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+/// 1. RabbitMQ stopped (`rabbitmqctl stop`, the node process exits) while the producer is still
+///    publishing and the consumers are busy, then started again.
+async fn broker_restart(run: &mut Run<'_>, size: Size) -> Result<()> {
+    run.infra_logs.push(run.infra.rabbit.log.clone());
+    start_consumers(run, 3, GRACE).await?;
+    // Small pages one at a time: the producer is still publishing when the broker goes.
+    run.spawn_producer(&["--page-size", "25", "--concurrency", "1"])?;
+    let n = run.n;
+    run.wait_for("30% of the jobs confirmed", |c| {
+        c.queued + c.done >= fraction(n, 30)
+    })
+    .await?;
+    let publishing = run.producer_running();
+    let done = run.check_mid_run("the broker restart");
+    if !publishing {
+        run.failures.push(
+            "the producer finished before the broker went down: the scenario did not test it"
+                .into(),
+        );
+    }
+    run.say(&format!(
+        "stopping RabbitMQ ({done}/{n} done, producer {})",
+        if publishing { "publishing" } else { "finished" }
+    ));
+    run.infra.rabbit.stop().await?;
+    run.say(&format!(
+        "RabbitMQ down; starting it again in {:?}",
+        size.down
+    ));
+    run.idle(size.down).await;
+    run.infra.rabbit.start_again().await?;
+    run.restarts = "1 broker".into();
+    run.say("RabbitMQ is back");
+    Ok(())
+}
+
+/// 2. Postgres restarted twice under load: `pg_ctl stop -m fast`, later `-m immediate` (a
+///    crash, with recovery at start).
+async fn db_restart(run: &mut Run<'_>, size: Size) -> Result<()> {
+    run.infra_logs.push(run.infra.pg.log.clone());
+    start_consumers(run, 3, GRACE).await?;
+    run.spawn_producer(&[])?;
+    let n = run.n;
+    // The producer has no business with an outage here: only the consumers' resilience is
+    // under test (a producer run dies with its database, and a rerun resumes).
+    wait_producer(run).await?;
+    for (percent, mode) in [(25, "fast"), (60, "immediate")] {
+        run.wait_for(&format!("{percent}% done"), |c| {
+            c.done >= fraction(n, percent)
+        })
+        .await?;
+        let done = run.check_mid_run("the database restart");
+        run.say(&format!("pg_ctl stop -m {mode} ({done}/{n} done)"));
+        run.infra.pg.stop(mode).await?;
+        run.idle(size.down).await;
+        run.infra.pg.start_again().await?;
+        run.say("Postgres is back");
+    }
+    run.restarts = "2 postgres".into();
+    Ok(())
+}
+
+/// 3. A random consumer SIGKILLed every 2 s and replaced, three always running.
+async fn consumer_kill(run: &mut Run<'_>) -> Result<()> {
+    start_consumers(run, 3, GRACE).await?;
+    run.spawn_producer(&[])?;
+    let n = run.n;
+    let deadline = Instant::now() + run.infra.timeout;
+    let mut next_kill = Instant::now() + Duration::from_secs(2);
+    loop {
+        run.tick().await;
+        if run.db_up && run.counts.done + run.counts.failed >= n {
+            break;
+        }
+        if Instant::now() >= next_kill && !run.consumers.is_empty() {
+            let victim = rand::random_range(0..run.consumers.len());
+            run.kill_consumer(victim).await;
+            run.spawn_consumer(GRACE)?;
+            next_kill += Duration::from_secs(2);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "not every item done within {:?} ({})",
+                run.infra.timeout,
+                run.counts
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if run.kills == 0 {
+        run.failures
+            .push("the run ended before the first kill: the scenario tested nothing".into());
+    }
+    run.restarts = format!("{} consumers", run.kills);
+    Ok(())
+}
+
+/// 4. The stub fails 10% of detail requests (429 with Retry-After, 503, body dropped mid-way);
+///    short retry delays and 10 attempts, so no job should run out of attempts.
+async fn api_faults(run: &mut Run<'_>) -> Result<()> {
+    start_consumers(run, 4, GRACE).await?;
+    run.spawn_producer(&[])?;
+    Ok(())
+}
+
+/// 5. SIGTERM to every busy consumer, twice: with a 10 s grace (in-flight jobs finish), then
+///    with 100 ms, shorter than one API request (in-flight jobs are handed back). Each must exit
+///    0 within its grace; fresh consumers finish the work.
+async fn sigterm(run: &mut Run<'_>) -> Result<()> {
+    start_consumers(run, 3, GRACE).await?;
+    run.spawn_producer(&[])?;
+    let n = run.n;
+    let mut replaced = 0;
+    for (percent, next_grace) in [(25, Duration::from_millis(100)), (60, GRACE)] {
+        run.wait_for(&format!("{percent}% done"), |c| {
+            c.done >= fraction(n, percent)
+        })
+        .await?;
+        let done = run.check_mid_run("SIGTERM");
+        run.say(&format!("SIGTERM to every consumer ({done}/{n} done)"));
+        let grace = run.consumers.first().map(|c| c.grace);
+        run.terminate_consumers(false).await;
+        if grace == Some(GRACE) {
+            // A grace longer than any request: every job in flight was finished, none handed
+            // back, so every request the stub answered so far stored an item.
+            let done = run.counts().await?.done;
+            let requests = run.stub_requests();
+            if requests != done as u64 {
+                run.failures.push(format!(
+                    "after SIGTERM with a {GRACE:?} grace, the stub had answered {requests} \
+                     detail requests but only {done} items were done: jobs in flight were \
+                     handed back instead of finished"
+                ));
+            }
+        }
+        start_consumers(run, 3, next_grace).await?;
+        replaced += 3;
+    }
+    run.restarts = format!("{replaced} consumers");
+    Ok(())
+}
