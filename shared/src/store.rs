@@ -600,14 +600,22 @@ async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.execute("select pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    tx.batch_execute(
-        "create table if not exists pokeq_schema_migrations (
-            version    integer primary key,
-            name       text not null,
-            applied_at timestamptz not null default now()
-        )",
-    )
-    .await?;
+    // Checked first rather than `create table if not exists`, whose notice would land in every
+    // start's log.
+    let missing: bool = tx
+        .query_one("select to_regclass('pokeq_schema_migrations') is null", &[])
+        .await?
+        .get(0);
+    if missing {
+        tx.batch_execute(
+            "create table pokeq_schema_migrations (
+                version    integer primary key,
+                name       text not null,
+                applied_at timestamptz not null default now()
+            )",
+        )
+        .await?;
+    }
     let applied: Vec<i32> = tx
         .query("select version from pokeq_schema_migrations", &[])
         .await?
