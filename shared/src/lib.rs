@@ -22,6 +22,8 @@ pub mod rate;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod tls;
 pub mod topology;
 pub mod transform;

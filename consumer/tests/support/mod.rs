@@ -8,34 +8,36 @@
 
 pub mod proxy;
 
-use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::BasicProperties;
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::types::ShortString;
 use pokeapi_stub::{StubConfig, StubHandle};
 use pokeq_shared::job;
 use pokeq_shared::shutdown::CancellationToken;
-use pokeq_shared::store::{StatusCounts, Store};
-use pokeq_shared::topology::{RetryDelays, Topology};
-use rand::Rng;
+use pokeq_shared::store::StatusCounts;
+use pokeq_shared::testkit::Fresh;
+// Not every test binary uses both.
+#[allow(unused_imports)]
+pub use pokeq_shared::testkit::{free_port, wait_until};
 use tokio::task::JoinHandle;
 
+/// A fresh database and queue prefix (see [`Fresh`], which this derefs to) and the stub API.
 pub struct TestEnv {
-    pub prefix: String,
-    pub db_name: String,
-    pub database_url: String,
-    pub amqp_url: String,
+    pub fresh: Fresh,
     pub stub: StubHandle,
-    pub store: Store,
-    pub connection: Connection,
-    pub channel: Channel,
+}
+
+impl Deref for TestEnv {
+    type Target = Fresh;
+
+    fn deref(&self) -> &Fresh {
+        &self.fresh
+    }
 }
 
 /// A dead letter as an operator would read it.
@@ -69,46 +71,14 @@ impl RunningConsumer {
     }
 }
 
-fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-fn pg_server_url() -> String {
-    std::env::var("TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".into())
-}
-
 impl TestEnv {
     pub async fn start(stub: StubConfig) -> Self {
-        let tag: u64 = rand::rng().random();
-        let tag = format!("{tag:016x}");
-        let prefix = format!("pokeq-test-{tag}");
-        let db_name = format!("pokeq_test_{tag}");
-        let database_url = format!("{}/{db_name}", pg_server_url());
-        let amqp_url = amqp_url();
         let stub = pokeapi_stub::spawn(stub, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("stub starts");
-        let config = pokeq_shared::store::parse_url(&database_url).expect("database url");
-        let store = Store::open(&config, &database_url, 4, None)
-            .await
-            .expect("Postgres reachable (start it: see README)");
-        let connection = pokeq_shared::broker::connect_once(&amqp_url, "pokeq-tests", None)
-            .await
-            .expect("RabbitMQ reachable (start it: see README)");
-        let channel = pokeq_shared::broker::confirm_channel(&connection)
-            .await
-            .expect("channel");
         Self {
-            prefix,
-            db_name,
-            database_url,
-            amqp_url,
+            fresh: Fresh::start("test").await,
             stub,
-            store,
-            connection,
-            channel,
         }
     }
 
@@ -186,14 +156,6 @@ pub fn spawn_consumer(config: pokeq_consumer::Config) -> RunningConsumer {
 }
 
 impl TestEnv {
-    pub fn topology(&self) -> Topology {
-        Topology::new(
-            &self.prefix,
-            pokeq_shared::config::QueueType::Quorum,
-            RetryDelays::default(),
-        )
-    }
-
     pub async fn counts(&self) -> StatusCounts {
         self.store.status_counts().await.expect("status counts")
     }
@@ -213,24 +175,6 @@ impl TestEnv {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// Messages ready in `queue` (a passive declare, as the management UI would show).
-    pub async fn ready(&self, queue: &str) -> u32 {
-        let channel = self.connection.create_channel().await.expect("channel");
-        let queue = channel
-            .queue_declare(
-                ShortString::from(queue),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue exists");
-        let _ = channel.close(200, ShortString::from("ok")).await;
-        queue.message_count()
     }
 
     /// Takes every dead letter out of the dead queue.
@@ -273,10 +217,6 @@ impl TestEnv {
         assert!(confirm.await.expect("confirm").is_ack());
     }
 
-    pub async fn client(&self) -> deadpool_postgres::Object {
-        self.store.pool().get().await.expect("pooled client")
-    }
-
     /// Counts every write to `pokemon` (a trigger), so a test can prove each row was written
     /// exactly once however often its job was delivered.
     pub async fn count_writes(&self) {
@@ -312,38 +252,10 @@ impl TestEnv {
         );
     }
 
-    /// Deletes this test's queues, exchanges and database.
+    /// Stops the stub and removes this test's queues, exchanges and database.
     pub async fn cleanup(self) {
-        let topology = self.topology();
-        for queue in topology.queues() {
-            let _ = self
-                .channel
-                .queue_delete(ShortString::from(queue), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in [topology.jobs(), topology.retry(), topology.dead()] {
-            let _ = self
-                .channel
-                .exchange_delete(
-                    ShortString::from(exchange),
-                    ExchangeDeleteOptions::default(),
-                )
-                .await;
-        }
-        let _ = self.connection.close(200, ShortString::from("bye")).await;
         self.stub.shutdown().await;
-        drop(self.store);
-        let config = pokeq_shared::store::parse_url(&format!("{}/postgres", pg_server_url()))
-            .expect("maintenance url");
-        if let Ok((client, connection)) = config.connect(tokio_postgres::NoTls).await {
-            tokio::spawn(connection);
-            let _ = client
-                .batch_execute(&format!(
-                    "drop database if exists \"{}\" with (force)",
-                    self.db_name
-                ))
-                .await;
-        }
+        self.fresh.cleanup().await;
     }
 }
 
@@ -356,30 +268,4 @@ fn test_defaults(extra: &[&str]) -> Vec<String> {
         }
     }
     args
-}
-
-/// A port free right now, for an endpoint the test must know the address of.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// Polls `check` every 50 ms until it holds or `timeout` passes; true if it held.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -7,36 +7,35 @@
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::io::{BufRead, Cursor};
-use std::time::{Duration, Instant};
+use std::ops::Deref;
+use std::time::Duration;
 
 use clap::Parser;
-use lapin::options::{
-    BasicGetOptions, BasicNackOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::BasicProperties;
+use lapin::options::{BasicGetOptions, BasicNackOptions};
+use lapin::types::{AMQPValue, LongString, ShortString};
 use pokeq_ctl::{Cli, Console};
 use pokeq_shared::broker;
-use pokeq_shared::config::QueueType;
 use pokeq_shared::job::{self, Job};
 use pokeq_shared::shutdown::CancellationToken;
-use pokeq_shared::store::Store;
-use pokeq_shared::topology::{RetryDelays, Topology};
-use rand::Rng;
+#[allow(unused_imports)]
+pub use pokeq_shared::testkit::wait_until;
+use pokeq_shared::testkit::{Fresh, management_url};
 use serde_json::Value;
 
+/// A fresh database and queue prefix (see [`Fresh`], which this derefs to), topology declared.
 pub struct TestEnv {
-    pub prefix: String,
-    pub db_name: String,
-    pub database_url: String,
-    pub amqp_url: String,
+    pub fresh: Fresh,
     pub management_url: String,
-    pub store: Store,
-    pub connection: Connection,
-    pub channel: Channel,
+}
+
+impl Deref for TestEnv {
+    type Target = Fresh;
+
+    fn deref(&self) -> &Fresh {
+        &self.fresh
+    }
 }
 
 /// What a command printed and how it ended.
@@ -84,56 +83,17 @@ impl Message {
     }
 }
 
-fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-fn pg_server_url() -> String {
-    std::env::var("TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".into())
-}
-
-fn management_url() -> String {
-    std::env::var("TEST_MANAGEMENT_URL")
-        .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
-}
-
 impl TestEnv {
     pub async fn start() -> Self {
-        let tag: u64 = rand::rng().random();
-        let tag = format!("{tag:016x}");
-        let prefix = format!("pokeq-ctltest-{tag}");
-        let db_name = format!("pokeq_ctltest_{tag}");
-        let database_url = format!("{}/{db_name}", pg_server_url());
-        let amqp_url = amqp_url();
-        let config = pokeq_shared::store::parse_url(&database_url).expect("database url");
-        let store = Store::open(&config, &database_url, 2, None)
-            .await
-            .expect("Postgres reachable");
-        let connection = broker::connect_once(&amqp_url, "pokeq-ctl-tests", None)
-            .await
-            .expect("RabbitMQ reachable");
-        let channel = broker::confirm_channel(&connection).await.expect("channel");
         let env = Self {
-            prefix,
-            db_name,
-            database_url,
-            amqp_url,
+            fresh: Fresh::start("ctltest").await,
             management_url: management_url(),
-            store,
-            connection,
-            channel,
         };
         env.topology()
             .declare(&env.channel)
             .await
             .expect("declare topology");
         env
-    }
-
-    pub fn topology(&self) -> Topology {
-        Topology::new(&self.prefix, QueueType::Quorum, RetryDelays::default())
     }
 
     /// The command line of `pokeq` for this test's services, then `extra`.
@@ -265,24 +225,6 @@ impl TestEnv {
         assert!(arrived, "the broker did not dead-letter job {id}");
     }
 
-    /// Messages ready in `queue` (a passive declare).
-    pub async fn ready(&self, queue: &str) -> u32 {
-        let channel = self.connection.create_channel().await.expect("channel");
-        let declared = channel
-            .queue_declare(
-                ShortString::from(queue),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue exists");
-        let _ = channel.close(200, ShortString::from("ok")).await;
-        declared.message_count()
-    }
-
     /// Takes every message out of `queue`, in order.
     pub async fn drain(&self, queue: &str) -> Vec<Message> {
         let mut messages = Vec::new();
@@ -329,54 +271,8 @@ impl TestEnv {
         (row.get(0), row.get(1), row.get(2))
     }
 
-    /// Deletes this test's queues, exchanges and database.
+    /// Removes this test's queues, exchanges and database.
     pub async fn cleanup(self) {
-        let topology = self.topology();
-        for queue in topology.queues() {
-            let _ = self
-                .channel
-                .queue_delete(ShortString::from(queue), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in [topology.jobs(), topology.retry(), topology.dead()] {
-            let _ = self
-                .channel
-                .exchange_delete(
-                    ShortString::from(exchange),
-                    ExchangeDeleteOptions::default(),
-                )
-                .await;
-        }
-        let _ = self.connection.close(200, ShortString::from("bye")).await;
-        drop(self.store);
-        let config = pokeq_shared::store::parse_url(&format!("{}/postgres", pg_server_url()))
-            .expect("maintenance url");
-        if let Ok((client, connection)) = config.connect(tokio_postgres::NoTls).await {
-            tokio::spawn(connection);
-            let _ = client
-                .batch_execute(&format!(
-                    "drop database if exists \"{}\" with (force)",
-                    self.db_name
-                ))
-                .await;
-        }
-    }
-}
-
-/// Polls `check` every 100 ms until it holds or `timeout` passes; true if it held.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.fresh.cleanup().await;
     }
 }

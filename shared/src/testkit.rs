@@ -1,0 +1,160 @@
+//! Test support shared by the crates' end-to-end tests (feature `testkit`, dev-dependencies
+//! only): the real RabbitMQ and Postgres of the machine, with a fresh database and a fresh
+//! queue prefix per test, removed again by [`Fresh::cleanup`].
+//!
+//! `TEST_AMQP_URL`, `TEST_PG_URL` (a server URL without a database name) and
+//! `TEST_MANAGEMENT_URL` point the tests at other services; the defaults are the local ones.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Connection};
+use rand::Rng;
+
+use crate::config::QueueType;
+use crate::store::Store;
+use crate::topology::{RetryDelays, Topology};
+use crate::{broker, store};
+
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn pg_server_url() -> String {
+    std::env::var("TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".into())
+}
+
+pub fn management_url() -> String {
+    std::env::var("TEST_MANAGEMENT_URL")
+        .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
+}
+
+/// One test's own database and queue prefix, with a store and a confirm channel on them.
+pub struct Fresh {
+    pub prefix: String,
+    pub db_name: String,
+    pub database_url: String,
+    pub amqp_url: String,
+    pub store: Store,
+    pub connection: Connection,
+    pub channel: Channel,
+}
+
+impl Fresh {
+    /// Names start with `pokeq-<label>-` / `pokeq_<label>_` and end with a random tag, so
+    /// leftovers of a failed test are recognisable.
+    pub async fn start(label: &str) -> Self {
+        let tag: u64 = rand::rng().random();
+        let prefix = format!("pokeq-{label}-{tag:016x}");
+        let db_name = format!("pokeq_{label}_{tag:016x}");
+        let database_url = format!("{}/{db_name}", pg_server_url());
+        let amqp_url = amqp_url();
+        let config = store::parse_url(&database_url).expect("database url");
+        let store = Store::open(&config, &database_url, 4, None)
+            .await
+            .expect("Postgres reachable (start it: see README)");
+        let connection = broker::connect_once(&amqp_url, &format!("pokeq-{label}"), None)
+            .await
+            .expect("RabbitMQ reachable (start it: see README)");
+        let channel = broker::confirm_channel(&connection).await.expect("channel");
+        Self {
+            prefix,
+            db_name,
+            database_url,
+            amqp_url,
+            store,
+            connection,
+            channel,
+        }
+    }
+
+    /// The topology the binaries declare by default for this prefix.
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.prefix, QueueType::Quorum, RetryDelays::default())
+    }
+
+    /// Messages ready in `queue` (a passive declare, as the management UI would show).
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let channel = self.connection.create_channel().await.expect("channel");
+        let declared = channel
+            .queue_declare(
+                ShortString::from(queue),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists");
+        let _ = channel.close(200, ShortString::from("ok")).await;
+        declared.message_count()
+    }
+
+    pub async fn client(&self) -> deadpool_postgres::Object {
+        self.store.pool().get().await.expect("pooled client")
+    }
+
+    /// Deletes this test's queues, exchanges and database.
+    pub async fn cleanup(self) {
+        let topology = self.topology();
+        for queue in topology.queues() {
+            let _ = self
+                .channel
+                .queue_delete(ShortString::from(queue), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [topology.jobs(), topology.retry(), topology.dead()] {
+            let _ = self
+                .channel
+                .exchange_delete(
+                    ShortString::from(exchange),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await;
+        }
+        let _ = self.connection.close(200, ShortString::from("bye")).await;
+        drop(self.store);
+        let config =
+            store::parse_url(&format!("{}/postgres", pg_server_url())).expect("maintenance url");
+        if let Ok((client, connection)) = config.connect(tokio_postgres::NoTls).await {
+            tokio::spawn(connection);
+            let _ = client
+                .batch_execute(&format!(
+                    "drop database if exists \"{}\" with (force)",
+                    self.db_name
+                ))
+                .await;
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes; true if it held.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A port free right now, for an endpoint the test must know the address of.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+}
