@@ -1,69 +1,117 @@
-//! Group commit: the rows of many deliveries stored in one transaction.
+//! Batching of the consumer's database work across deliveries.
 //!
-//! Every handler that has a row to store hands it to the committer and waits for its answer.
-//! The committer takes whatever has queued up since its last commit (up to a bound) and writes
-//! it in one transaction, so under load one WAL flush serves many deliveries, and at low load
-//! a lone row is committed at once, with no linger. Each delivery is still acknowledged only
-//! after the commit that holds its row.
+//! Every handler hands its row to the [`Committer`] (or its id to the [`StateReader`]) and
+//! waits for its answer. Each batcher takes whatever has queued up since its last round trip
+//! (up to a bound) and serves it with one statement or one transaction: under load one WAL
+//! flush serves many deliveries, at low load a lone request goes at once, with no linger. Each
+//! delivery is still acknowledged only after the commit that holds its row.
+
+use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
 
-use pokeq_shared::store::{SaveRow, Store, StoreError};
+use pokeq_shared::store::{ItemState, SaveRow, Store, StoreError};
 
-type Reply = oneshot::Sender<Result<bool, String>>;
-
-/// Handle to the committer task; cheap to share.
+/// Handle to the task that stores rows in group commits; cheap to share.
 #[derive(Clone)]
 pub struct Committer {
-    requests: mpsc::Sender<(SaveRow, Reply)>,
+    requests: mpsc::Sender<(SaveRow, Reply<bool>)>,
 }
 
 impl Committer {
     /// Starts the task; it ends when every handle is dropped.
     pub fn spawn(store: Store, max_batch: usize) -> Self {
-        let (requests, receiver) = mpsc::channel(max_batch.max(1) * 2);
-        tokio::spawn(run(store, receiver, max_batch.max(1)));
+        let requests = spawn_batcher(max_batch, move |rows: Vec<SaveRow>| {
+            let store = store.clone();
+            async move { store.save_many(&rows).await }
+        });
         Self { requests }
     }
 
     /// Stores `row` (marking its item done) in the next group commit; true if it was written,
     /// false if the item was done already.
     pub async fn save(&self, row: SaveRow) -> Result<bool, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send((row, reply))
-            .await
-            .map_err(|_| StoreError::Batch("the committer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Batch("the committer dropped the row".into()))?
-            .map_err(StoreError::Batch)
+        ask(&self.requests, row).await
     }
 }
 
-async fn run(store: Store, mut receiver: mpsc::Receiver<(SaveRow, Reply)>, max_batch: usize) {
-    let mut batch = Vec::with_capacity(max_batch);
-    while let Some(first) = receiver.recv().await {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match receiver.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
+/// Handle to the task that reads item states in batches; cheap to share.
+#[derive(Clone)]
+pub struct StateReader {
+    requests: mpsc::Sender<(i32, Reply<ItemState>)>,
+}
+
+impl StateReader {
+    pub fn spawn(store: Store, max_batch: usize) -> Self {
+        let requests = spawn_batcher(max_batch, move |ids: Vec<i32>| {
+            let store = store.clone();
+            async move {
+                let mut states = store.item_states(&ids).await?;
+                Ok(ids
+                    .iter()
+                    .map(|id| states.remove(id).unwrap_or_default())
+                    .collect())
             }
-        }
-        let (rows, replies): (Vec<SaveRow>, Vec<Reply>) = batch.drain(..).unzip();
-        match store.save_many(&rows).await {
-            Ok(written) => {
-                for (reply, written) in replies.into_iter().zip(written) {
-                    let _ = reply.send(Ok(written));
-                }
-            }
-            Err(error) => {
-                let error = error.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
-        }
+        });
+        Self { requests }
     }
+
+    /// The item's state, read together with whatever other ids are waiting.
+    pub async fn state(&self, id: i32) -> Result<ItemState, StoreError> {
+        ask(&self.requests, id).await
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+async fn ask<R, T>(requests: &mpsc::Sender<(R, Reply<T>)>, request: R) -> Result<T, StoreError> {
+    let (reply, answer) = oneshot::channel();
+    requests
+        .send((request, reply))
+        .await
+        .map_err(|_| StoreError::Batch("the batcher has stopped".into()))?;
+    answer
+        .await
+        .map_err(|_| StoreError::Batch("the batcher dropped the request".into()))?
+        .map_err(StoreError::Batch)
+}
+
+/// Runs batches of requests through `serve`, which answers each request in order, until every
+/// sender is dropped.
+fn spawn_batcher<R, T, F, Fut>(max_batch: usize, serve: F) -> mpsc::Sender<(R, Reply<T>)>
+where
+    R: Send + 'static,
+    T: Send + 'static,
+    F: Fn(Vec<R>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Vec<T>, StoreError>> + Send,
+{
+    let max_batch = max_batch.max(1);
+    let (sender, mut receiver) = mpsc::channel::<(R, Reply<T>)>(max_batch * 2);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(max_batch);
+        while let Some(first) = receiver.recv().await {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            let (requests, replies): (Vec<R>, Vec<Reply<T>>) = batch.drain(..).unzip();
+            match serve(requests).await {
+                Ok(answers) => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Ok(answer));
+                    }
+                }
+                Err(error) => {
+                    let error = error.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    });
+    sender
 }

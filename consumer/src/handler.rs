@@ -19,7 +19,7 @@ use pokeq_shared::store::{SaveRow, Store, StoreError};
 use pokeq_shared::topology::{Delay, RetryDelays};
 use pokeq_shared::transform::transform;
 
-use crate::commit::Committer;
+use crate::commit::{Committer, StateReader};
 
 /// A `not_before` further ahead than this is not a wait the API asked for but a forged header;
 /// it is ignored rather than deferring the job forever.
@@ -56,6 +56,8 @@ pub struct Handler {
     pub store: Store,
     /// Stores rows in group commits.
     pub committer: Committer,
+    /// Reads item states in batches.
+    pub states: StateReader,
     pub max_attempts: u32,
     pub delays: RetryDelays,
     /// Told when the database comes and goes, for `/readyz`.
@@ -96,7 +98,7 @@ impl Handler {
     }
 
     async fn run(&self, job: &Job, failures: u32) -> Option<Outcome> {
-        let item = self.stored(|| self.store.item_state(job.id)).await?;
+        let item = self.stored(|| self.states.state(job.id)).await?;
         if item.done {
             tracing::debug!("already done; no API call");
             return Some(Outcome::Done { written: false });

@@ -37,7 +37,7 @@ use pokeq_shared::store::Store;
 use pokeq_shared::topology::{RetryDelays, Topology};
 use tracing::Instrument;
 
-use crate::commit::Committer;
+use crate::commit::{Committer, StateReader};
 use crate::handler::{Handler, Outcome};
 
 /// Command line of `consumer`; every flag also reads an environment variable.
@@ -155,10 +155,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let api = PokeApi::new(&config.common.pokeapi_url, &config.http, gate)
         .context("cannot build the HTTP client")?;
     let committer = Committer::spawn(store.clone(), usize::from(config.prefetch));
+    let states = StateReader::spawn(store.clone(), usize::from(config.prefetch));
     let handler = Arc::new(Handler {
         api,
         store,
         committer,
+        states,
         health: Arc::clone(&health),
         shutdown: shutdown.clone(),
         max_attempts: config.max_attempts,

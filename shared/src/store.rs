@@ -290,24 +290,33 @@ impl Store {
             .await?)
     }
 
-    /// What the consumer needs before fetching: whether the item is done, and the validators
-    /// of the copy stored, if any.
-    pub async fn item_state(&self, id: i32) -> Result<ItemState, StoreError> {
+    /// What the consumer needs before fetching, for many ids in one statement: whether each
+    /// item is done, and the validators of the copy stored. Ids without a row are absent.
+    pub async fn item_states(
+        &self,
+        ids: &[i32],
+    ) -> Result<std::collections::HashMap<i32, ItemState>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(
-                "select status = 'done', etag, last_modified
-                 from ingest_items where resource = $1 and id = $2",
+                "select id, status = 'done', etag, last_modified
+                 from ingest_items where resource = $1 and id = any($2)",
             )
             .await?;
-        let row = client.query_opt(&statement, &[&RESOURCE, &id]).await?;
-        Ok(row.map_or_else(ItemState::default, |row| ItemState {
-            done: row.get(0),
-            validators: Validators {
-                etag: row.get(1),
-                last_modified: row.get(2),
-            },
-        }))
+        let rows = client.query(&statement, &[&RESOURCE, &ids]).await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let state = ItemState {
+                    done: row.get(1),
+                    validators: Validators {
+                        etag: row.get(2),
+                        last_modified: row.get(3),
+                    },
+                };
+                (row.get(0), state)
+            })
+            .collect())
     }
 
     /// Marks an item `done` whose stored copy the API confirmed current (HTTP 304): no row is
