@@ -23,8 +23,10 @@ pub fn main<C, T, F, Fut>(
     run: F,
 ) -> ExitCode
 where
-    F: FnOnce(C, CancellationToken) -> Fut,
-    Fut: Future<Output = anyhow::Result<T>>,
+    C: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(C, CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
 {
     let config = match config {
         Ok(config) => config,
@@ -44,7 +46,14 @@ where
             return ExitCode::from(FAILURE);
         }
     };
-    let result = runtime.block_on(async move { run(config, shutdown::on_signal()).await });
+    // The work runs as a spawned task, on the runtime's worker threads with the connection
+    // tasks it talks to, not on this thread: waking across threads on every message cost the
+    // consumer a third of its CPU (measured by the benchmark).
+    let result = runtime.block_on(async move {
+        let task = tokio::spawn(async move { run(config, shutdown::on_signal()).await });
+        task.await
+            .unwrap_or_else(|error| Err(anyhow::anyhow!("the task failed: {error}")))
+    });
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {

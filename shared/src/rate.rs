@@ -33,7 +33,7 @@ impl Default for Politeness {
     fn default() -> Self {
         Self {
             rate: Some(20.0),
-            concurrency: 16,
+            concurrency: 64,
         }
     }
 }
@@ -47,7 +47,7 @@ pub struct PolitenessArgs {
     pub rate: Rate,
 
     /// API requests in flight at once from this process.
-    #[arg(long, env = "POKEQ_API_CONCURRENCY", default_value_t = 16,
+    #[arg(long, env = "POKEQ_API_CONCURRENCY", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub api_concurrency: u16,
 }
