@@ -191,14 +191,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         () = shutdown.cancelled() => anyhow::bail!("interrupted while waiting for RabbitMQ"),
         connection = connecting => connection?,
     };
-    let _ = connection.close(200, ShortString::from("checked")).await;
     let link = broker::Link::new(
         &config.common.amqp_url,
         "pokeq-producer",
         topology.clone(),
         config.common.extra_ca.as_deref(),
     );
-    link.channel()
+    link.adopt(connection)
         .await
         .context("cannot declare the RabbitMQ topology")?;
     health.set_broker(true);

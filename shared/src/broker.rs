@@ -164,6 +164,15 @@ impl Link {
         }
     }
 
+    /// Takes `connection` (made with [`connect`], which waits for a broker that is still
+    /// starting) as the first one, opening its channel and declaring the topology.
+    pub async fn adopt(&self, connection: Connection) -> Result<Channel, BrokerError> {
+        let channel = confirm_channel(&connection).await?;
+        self.topology.declare(&channel).await?;
+        *self.state.lock().await = Some((connection, channel.clone()));
+        Ok(channel)
+    }
+
     /// A connected channel: the current one, or a new connection if it is gone.
     pub async fn channel(&self) -> Result<Channel, BrokerError> {
         let mut state = self.state.lock().await;
