@@ -125,10 +125,6 @@ impl PokeApi {
         })
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     pub async fn list(&self, offset: u64, limit: u64) -> Result<ListPage, FetchError> {
         let url = format!("{}/pokemon/?offset={offset}&limit={limit}", self.base);
         let body = match self.get(&url, None).await? {

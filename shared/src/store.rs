@@ -94,7 +94,7 @@ pub struct Store {
     pool: Pool,
 }
 
-/// Marks the item done and upserts its row, unless it is done already (see `save_done`).
+/// Marks the item done and upserts its row, unless it is done already (see `save_many`).
 const SAVE_DONE: &str = "with item as (
         insert into ingest_items (resource, id, name, status, attempts, updated_at,
                                   etag, last_modified)
@@ -338,27 +338,12 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// Writes the row and marks its item `done` in one statement. Returns false, writing
-    /// nothing, when the item was already done: of two consumers holding the same job, the
-    /// second waits for the first's commit and then skips.
-    pub async fn save_done(
-        &self,
-        pokemon: &Pokemon,
-        validators: &Validators,
-        attempts: i32,
-    ) -> Result<bool, StoreError> {
-        let row = SaveRow {
-            pokemon: pokemon.clone(),
-            validators: validators.clone(),
-            attempts,
-        };
-        Ok(self.save_many(std::slice::from_ref(&row)).await?[0])
-    }
-
-    /// [`Store::save_done`] for several rows in one transaction (one commit, one WAL flush),
-    /// the statements pipelined in one round trip. Rows are written in id order so that two
-    /// batches holding the same ids lock them in the same order. Returns, for each row in the
-    /// order given, whether it was written.
+    /// Writes each row and marks its item `done`, one statement per row, all in one
+    /// transaction (one commit, one WAL flush), the statements pipelined in one round trip.
+    /// A row whose item is already done is not written: of two consumers holding the same job,
+    /// the second waits for the first's commit and then skips it. Rows are written in id order
+    /// so that two batches holding the same ids lock them in the same order. Returns, for each
+    /// row in the order given, whether it was written.
     pub async fn save_many(&self, rows: &[SaveRow]) -> Result<Vec<bool>, StoreError> {
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&i| rows[i].pokemon.id);
