@@ -7,7 +7,8 @@
 //! - [`job`] is the message a producer publishes and a consumer decodes, and its AMQP headers.
 //! - [`topology`] names and declares the exchanges and queues, identically in every binary.
 //! - [`broker`] connects to RabbitMQ and publishes with confirms.
-//! - [`transform`] turns a PokeAPI detail document into the row pokeq stores.
+//! - [`transform`] turns a PokeAPI detail document into the row pokeq stores; [`scan`] cuts the
+//!   few fields it reads out of the document without parsing the rest.
 //! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows.
 //! - [`telemetry`] sets up tracing; [`shutdown`] turns signals into a cancellation token;
 //!   [`exit`] maps a binary's outcome to the contract's exit codes.
@@ -19,6 +20,7 @@ pub mod job;
 pub mod metrics;
 pub mod pokeapi;
 pub mod rate;
+pub mod scan;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

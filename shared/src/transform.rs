@@ -1,10 +1,28 @@
 //! From a PokeAPI detail document to the row pokeq stores.
 //!
-//! Only the fields the row needs are decoded; serde skips the rest (`moves` is most of every
-//! payload) without building it. A document that lacks a required field, has the wrong type, or
+//! Only the fields the row needs are decoded: [`scan::pick`] cuts them out of the document
+//! without tokenising the rest (`moves` is most of every payload), then serde decodes them. A document that lacks a required field, has the wrong type, or
 //! contradicts the request is a permanent failure whose reason names what was wrong.
 
 use serde::Deserialize;
+
+use crate::scan;
+
+/// The top-level fields [`Raw`] reads; everything else is skipped unparsed.
+const FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "height",
+    "weight",
+    "base_experience",
+    "types",
+    "abilities",
+    "stats",
+    "sprites",
+    "species",
+    "is_default",
+    "order",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pokemon {
@@ -87,14 +105,9 @@ struct RawSprites {
 
 /// Decodes and checks the detail document fetched for `requested_id`.
 pub fn transform(requested_id: i32, body: &[u8]) -> Result<Pokemon, MalformedPayload> {
-    // serde would also read a struct from a JSON array; PokeAPI sends an object.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return Err(MalformedPayload(
-            "payload is not a PokeAPI pokemon: invalid type: sequence, expected a JSON object"
-                .into(),
-        ));
-    }
-    let raw: Raw = serde_json::from_slice(body)
+    let picked = scan::pick(body, FIELDS)
+        .map_err(|e| MalformedPayload(format!("payload is not a PokeAPI pokemon: {e}")))?;
+    let raw: Raw = serde_json::from_slice(&picked)
         .map_err(|e| MalformedPayload(format!("payload is not a PokeAPI pokemon: {e}")))?;
     if raw.id != requested_id {
         return Err(MalformedPayload(format!(
