@@ -94,11 +94,19 @@ pub struct Store {
     pool: Pool,
 }
 
-/// Marks the item done and upserts its row, unless it is done already (see `save_many`).
-const SAVE_DONE: &str = "with item as (
+/// Marks the items of a batch done and upserts their rows, except items done already (see
+/// `save_many`). `$1` is a JSON array of [`BatchRow`]s in id order, `$2` the resource. Returns
+/// the ids written.
+const SAVE_DONE: &str = "with input as (
+        select * from jsonb_to_recordset($1) as r(
+            id int, name text, attempts int, height int, weight int, base_experience int,
+            types text[], abilities text[], stats jsonb, sprite_url text, species text,
+            is_default boolean, sort_order int, etag text, last_modified text)
+     ),
+     item as (
         insert into ingest_items (resource, id, name, status, attempts, updated_at,
                                   etag, last_modified)
-        values ($1, $2, $3, 'done', $4, now(), $15, $16)
+        select $2, id, name, 'done', attempts, now(), etag, last_modified from input
         on conflict (resource, id) do update
             set status = 'done', attempts = excluded.attempts, name = excluded.name,
                 last_error = null, error_kind = null, updated_at = now(),
@@ -108,16 +116,62 @@ const SAVE_DONE: &str = "with item as (
      )
      insert into pokemon (id, name, height_m, weight_kg, base_experience, types,
                           abilities, stats, sprite_url, species, is_default, sort_order)
-     select $2, $3, round($5::int::numeric / 10, 1), round($6::int::numeric / 10, 1),
-            $7, $8, $9, $10, $11, $12, $13, $14
-     from item
+     select input.id, name, round(height::numeric / 10, 1), round(weight::numeric / 10, 1),
+            base_experience, types, abilities, stats, sprite_url, species, is_default,
+            sort_order
+     from input join item using (id)
+     order by input.id
      on conflict (id) do update
         set name = excluded.name, height_m = excluded.height_m,
             weight_kg = excluded.weight_kg, base_experience = excluded.base_experience,
             types = excluded.types, abilities = excluded.abilities,
             stats = excluded.stats, sprite_url = excluded.sprite_url,
             species = excluded.species, is_default = excluded.is_default,
-            sort_order = excluded.sort_order, ingested_at = now()";
+            sort_order = excluded.sort_order, ingested_at = now()
+     returning id";
+
+/// One row of [`SAVE_DONE`]'s input, named as its record columns.
+#[derive(Debug, serde::Serialize)]
+struct BatchRow<'a> {
+    id: i32,
+    name: &'a str,
+    attempts: i32,
+    height: i32,
+    weight: i32,
+    base_experience: Option<i32>,
+    types: &'a [String],
+    abilities: &'a [String],
+    stats: &'a [crate::transform::Stat],
+    sprite_url: Option<&'a str>,
+    species: Option<&'a str>,
+    is_default: Option<bool>,
+    sort_order: Option<i32>,
+    etag: Option<&'a str>,
+    last_modified: Option<&'a str>,
+}
+
+impl<'a> BatchRow<'a> {
+    fn of(row: &'a SaveRow) -> Self {
+        let p = &row.pokemon;
+        Self {
+            id: p.id,
+            name: &p.name,
+            attempts: row.attempts,
+            height: p.height,
+            weight: p.weight,
+            base_experience: p.base_experience,
+            types: &p.types,
+            abilities: &p.abilities,
+            stats: &p.stats,
+            sprite_url: p.sprite.as_deref(),
+            species: p.species.as_deref(),
+            is_default: p.is_default,
+            sort_order: p.order,
+            etag: row.validators.etag.as_deref(),
+            last_modified: row.validators.last_modified.as_deref(),
+        }
+    }
+}
 
 /// One row for [`Store::save_many`].
 #[derive(Debug, Clone)]
@@ -266,11 +320,18 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "update ingest_items set status = 'pending', updated_at = now()
-                 where resource = $1 and id = any($2)
-                   and (status = 'pending' or ($3 and status = 'failed')
-                        or ($4 and status = 'done'))
-                 returning id",
+                // Pending items are only read: rewriting them would double the producer's
+                // writes on a first run. The select sees the statuses from before the update.
+                "with moved as (
+                    update ingest_items set status = 'pending', updated_at = now()
+                    where resource = $1 and id = any($2)
+                      and (($3 and status = 'failed') or ($4 and status = 'done'))
+                    returning id
+                 )
+                 select id from ingest_items
+                 where resource = $1 and id = any($2) and status = 'pending'
+                 union all
+                 select id from moved",
                 &[&RESOURCE, &ids, &retry_failed, &refresh],
             )
             .await?;
@@ -338,60 +399,32 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// Writes each row and marks its item `done`, one statement per row, all in one
-    /// transaction (one commit, one WAL flush), the statements pipelined in one round trip.
-    /// A row whose item is already done is not written: of two consumers holding the same job,
-    /// the second waits for the first's commit and then skips it. Rows are written in id order
-    /// so that two batches holding the same ids lock them in the same order. Returns, for each
-    /// row in the order given, whether it was written.
+    /// Writes the rows and marks their items `done`, all in one statement (one round trip,
+    /// one commit, one WAL flush). A row whose item is already done is not written: of two
+    /// consumers holding the same job, the second waits for the first's commit and then skips
+    /// it; of two rows for one item in the same batch, the first is written. Rows are written
+    /// in id order so that two batches holding the same ids lock them in the same order.
+    /// Returns, for each row in the order given, whether it was written.
     pub async fn save_many(&self, rows: &[SaveRow]) -> Result<Vec<bool>, StoreError> {
         let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| rows[i].pokemon.id);
-        let stats: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|row| serde_json::to_value(&row.pokemon.stats).unwrap_or_default())
-            .collect();
-        let mut client = self.pool.get().await?;
+        order.sort_by_key(|&i| (rows[i].pokemon.id, i));
+        order.dedup_by_key(|&mut i| rows[i].pokemon.id);
+        let input: Vec<BatchRow> = order.iter().map(|&i| BatchRow::of(&rows[i])).collect();
+        let client = self.pool.get().await?;
         let started = std::time::Instant::now();
-        let tx = client.transaction().await?;
-        let statement = tx.prepare_cached(SAVE_DONE).await?;
-        let writes = order.iter().map(|&i| {
-            let (row, stats) = (&rows[i], &stats[i]);
-            let p = &row.pokemon;
-            let statement = &statement;
-            let tx = &tx;
-            async move {
-                tx.execute(
-                    statement,
-                    &[
-                        &RESOURCE,
-                        &p.id,
-                        &p.name,
-                        &row.attempts,
-                        &p.height,
-                        &p.weight,
-                        &p.base_experience,
-                        &p.types,
-                        &p.abilities,
-                        stats,
-                        &p.sprite,
-                        &p.species,
-                        &p.is_default,
-                        &p.order,
-                        &row.validators.etag,
-                        &row.validators.last_modified,
-                    ],
-                )
-                .await
-            }
-        });
-        let counts = futures_util::future::try_join_all(writes).await?;
-        tx.commit().await?;
+        let statement = client.prepare_cached(SAVE_DONE).await?;
+        let saved = client
+            .query(
+                &statement,
+                &[&tokio_postgres::types::Json(&input), &RESOURCE],
+            )
+            .await?;
         metrics::histogram!(crate::metrics::DB_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(crate::metrics::COMMIT_ROWS).record(rows.len() as f64);
+        let saved: std::collections::HashSet<i32> = saved.iter().map(|row| row.get(0)).collect();
         let mut written = vec![false; rows.len()];
-        for (&i, count) in order.iter().zip(counts) {
-            written[i] = count > 0;
+        for i in order {
+            written[i] = saved.contains(&rows[i].pokemon.id);
         }
         Ok(written)
     }
