@@ -6,12 +6,18 @@ use backon::{ExponentialBuilder, Retryable};
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{LongString, ShortString};
+use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use crate::config::mask_url;
 
 /// Longest wait for one TCP + AMQP handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest AMQP frame asked for, unless the URL sets `frame_max`. lapin keeps 32 frames in each
+/// of its read and write buffers, so RabbitMQ's default of 128 KiB would cost 8 MiB per
+/// connection; jobs are a few hundred bytes, and their headers (dead-letter reasons, `x-death`)
+/// a few KiB.
+const FRAME_MAX: u32 = 32 * 1024;
 /// Longest wait for the broker to confirm one publish.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -53,8 +59,12 @@ pub async fn connect_once(
         identity: None,
         cert_chain: extra_ca.map(str::to_owned),
     };
+    let mut uri: AMQPUri = url
+        .parse()
+        .map_err(|_| failed("not an AMQP URL".to_owned()))?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
     let runtime = lapin::runtime::default_runtime().map_err(|e| failed(e.to_string()))?;
-    let connecting = Connection::connect_with_config(url, properties, tls, runtime);
+    let connecting = Connection::connect_uri_with_config(uri, properties, tls, runtime);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(error)) => Err(failed(error.to_string())),
