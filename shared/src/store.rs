@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "http_validators",
         include_str!("../migrations/0004_http_validators.sql"),
     ),
+    (
+        5,
+        "ingest_items_fillfactor",
+        include_str!("../migrations/0005_ingest_items_fillfactor.sql"),
+    ),
 ];
 
 /// The schema version this build migrates to.
@@ -318,23 +323,33 @@ impl Store {
         refresh: bool,
     ) -> Result<Vec<i32>, StoreError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                // Pending items are only read: rewriting them would double the producer's
-                // writes on a first run. The select sees the statuses from before the update.
-                "with moved as (
-                    update ingest_items set status = 'pending', updated_at = now()
-                    where resource = $1 and id = any($2)
-                      and (($3 and status = 'failed') or ($4 and status = 'done'))
-                    returning id
-                 )
-                 select id from ingest_items
-                 where resource = $1 and id = any($2) and status = 'pending'
-                 union all
-                 select id from moved",
-                &[&RESOURCE, &ids, &retry_failed, &refresh],
-            )
-            .await?;
+        // Pending items are only read: rewriting them would double the producer's writes on a
+        // first run. The select sees the statuses from before the update.
+        let rows = if retry_failed || refresh {
+            client
+                .query(
+                    "with moved as (
+                        update ingest_items set status = 'pending', updated_at = now()
+                        where resource = $1 and id = any($2)
+                          and (($3 and status = 'failed') or ($4 and status = 'done'))
+                        returning id
+                     )
+                     select id from ingest_items
+                     where resource = $1 and id = any($2) and status = 'pending'
+                     union all
+                     select id from moved",
+                    &[&RESOURCE, &ids, &retry_failed, &refresh],
+                )
+                .await?
+        } else {
+            client
+                .query(
+                    "select id from ingest_items
+                     where resource = $1 and id = any($2) and status = 'pending'",
+                    &[&RESOURCE, &ids],
+                )
+                .await?
+        };
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
