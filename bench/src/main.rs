@@ -54,11 +54,11 @@ struct Cli {
     /// Consumer processes (overrides the scenario's).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     consumers: Option<u32>,
-    /// The consumers' --prefetch.
+    /// The consumers' --prefetch (default: the binaries' 64; 128 with added latency).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
     prefetch: Option<u16>,
-    /// POKEQ_API_CONCURRENCY of every process (default: the prefetch, so that every delivery
-    /// held can have its request in flight).
+    /// POKEQ_API_CONCURRENCY of every process (default: the binaries' 16; 64 with added
+    /// latency, so that 2 consumers can reach 2,000 items/s at 50 ms).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     api_concurrency: Option<u16>,
     /// Added latency per stub request in ms (overrides the scenario's).
@@ -108,7 +108,8 @@ struct Cli {
     /// Seconds of the stub-alone measurement (0 skips it).
     #[arg(long, default_value_t = 3)]
     stub_secs: u64,
-    /// Concurrent clients of the stub-alone measurement (default consumers × prefetch).
+    /// Concurrent clients of the stub-alone measurement (default: the pipeline's requests in
+    /// flight, consumers × min(prefetch, API concurrency)).
     #[arg(long)]
     stub_clients: Option<usize>,
     /// Skip the rerun of the producer on the finished database.
@@ -314,22 +315,37 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// (prefetch, API concurrency) of the consumers by default: the binaries' own defaults.
+pub const DEFAULT_SHAPE: (u16, u16) = (64, 16);
+/// (prefetch, API concurrency) with added latency: 64 requests in flight per consumer make
+/// 1,280 items/s at 50 ms, and twice as many deliveries in hand keep them all busy while
+/// finished jobs wait for their commit and ack.
+pub const LATENCY_SHAPE: (u16, u16) = (128, 64);
+
 fn specs(cli: &Cli) -> anyhow::Result<Vec<Spec>> {
     let consumers = cli.consumers.unwrap_or(2);
-    let prefetch = cli.prefetch.unwrap_or(64);
     let samples_dir = || {
         cli.samples_dir
             .clone()
             .context("samples runs need --samples-dir or POKEAPI_SAMPLES")
     };
-    let spec = |group: &str, items: u32, consumers: u32, latency_ms: u64| Spec {
-        group: group.to_owned(),
-        items: cli.items.unwrap_or(items),
-        consumers: cli.consumers.unwrap_or(consumers),
-        prefetch,
-        api_concurrency: cli.api_concurrency.unwrap_or(prefetch),
-        latency_ms: cli.latency_ms.unwrap_or(latency_ms),
-        samples: None,
+    let spec = |group: &str, items: u32, consumers: u32, latency_ms: u64| {
+        let latency_ms = cli.latency_ms.unwrap_or(latency_ms);
+        // The binaries' defaults; with latency, sized to it (see LATENCY_SHAPE).
+        let (prefetch, api) = if latency_ms > 0 {
+            LATENCY_SHAPE
+        } else {
+            DEFAULT_SHAPE
+        };
+        Spec {
+            group: group.to_owned(),
+            items: cli.items.unwrap_or(items),
+            consumers: cli.consumers.unwrap_or(consumers),
+            prefetch: cli.prefetch.unwrap_or(prefetch),
+            api_concurrency: cli.api_concurrency.unwrap_or(api),
+            latency_ms,
+            samples: None,
+        }
     };
     let with_samples = |mut s: Spec| -> anyhow::Result<Spec> {
         s.samples = Some(samples_dir()?);
@@ -484,9 +500,12 @@ mod tests {
         let cli = Cli::parse_from(["bench", "--scenario", "all"]);
         let names: Vec<String> = specs(&cli).unwrap().iter().map(Spec::name).collect();
         assert!(
-            names.contains(&"b-20000-k2-p64-50ms".to_owned()),
+            names.contains(&"b-20000-k2-p128-api64-50ms".to_owned()),
             "{names:?}"
         );
-        assert!(names.contains(&"c-20000-k4-p64".to_owned()), "{names:?}");
+        assert!(
+            names.contains(&"c-20000-k4-p64-api16".to_owned()),
+            "{names:?}"
+        );
     }
 }

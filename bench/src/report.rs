@@ -181,6 +181,8 @@ pub fn table(records: &[Value]) -> String {
     out
 }
 
+/// The latest successful run of this shape at the bench's default prefetch and API
+/// concurrency for its latency.
 fn find<'a>(
     rows: &[&'a Value],
     payload: &str,
@@ -188,18 +190,30 @@ fn find<'a>(
     items: u64,
     consumers: u64,
 ) -> Option<&'a Value> {
-    find_shape(rows, payload, latency, items, consumers, 64)
+    let (prefetch, api) = if latency > 0 {
+        crate::LATENCY_SHAPE
+    } else {
+        crate::DEFAULT_SHAPE
+    };
+    find_shape(
+        rows,
+        payload,
+        latency,
+        items,
+        consumers,
+        (u64::from(prefetch), u64::from(api)),
+    )
 }
 
-/// The latest successful run of this shape, with API concurrency = prefetch, a quorum queue
-/// and no extra arguments.
+/// The latest successful run of this shape, with this (prefetch, API concurrency), a quorum
+/// queue and no extra arguments.
 fn find_shape<'a>(
     rows: &[&'a Value],
     payload: &str,
     latency: u64,
     items: u64,
     consumers: u64,
-    prefetch: u64,
+    (prefetch, api): (u64, u64),
 ) -> Option<&'a Value> {
     rows.iter()
         .copied()
@@ -211,7 +225,7 @@ fn find_shape<'a>(
                 && k.2 == items
                 && k.3 == consumers
                 && k.4 == prefetch
-                && k.5 == prefetch
+                && k.5 == api
                 && k.6 == "quorum"
                 && k.7.is_empty()
         })
@@ -265,18 +279,11 @@ pub fn targets(records: &[Value]) -> String {
         }
         None => out.push_str(&missing("(b) 20,000 items, 50 ms latency, 2 consumers")),
     }
-    // The default prefetch first; a smaller one when a run at 64 could not be made (e.g. the
-    // server's max_connections was exhausted).
-    let series = [64_u64, 32, 16].iter().find_map(|prefetch| {
-        let rates: Vec<f64> = [1, 2, 4]
-            .iter()
-            .filter_map(|k| {
-                find_shape(&rows, "synthetic", 0, 20000, *k, *prefetch)
-                    .and_then(|r| f(r, "/items_per_s"))
-            })
-            .collect();
-        (rates.len() == 3).then_some((*prefetch, rates))
-    });
+    let rates: Vec<f64> = [1, 2, 4]
+        .iter()
+        .filter_map(|k| find(&rows, "synthetic", 0, 20000, *k).and_then(|r| f(r, "/items_per_s")))
+        .collect();
+    let series = (rates.len() == 3).then_some((crate::DEFAULT_SHAPE.0, rates));
     match series {
         Some((prefetch, rates)) => {
             // 5% tolerance for run-to-run noise.
@@ -295,7 +302,7 @@ pub fn targets(records: &[Value]) -> String {
         .iter()
         .filter(|r| {
             let k = key(r);
-            k.4 == 64 && k.5 == 64 && k.7.is_empty()
+            (k.4, k.5) == (64, u64::from(crate::DEFAULT_SHAPE.1)) && k.7.is_empty()
         })
         .filter_map(|r| {
             Some((
@@ -306,7 +313,7 @@ pub fn targets(records: &[Value]) -> String {
         .collect();
     match rss.iter().max_by(|a, b| a.0.total_cmp(&b.0)) {
         Some((mb, scenario)) => out.push_str(&format!(
-            "- consumer peak RSS ≤ 40 MB at prefetch 64: {} (max {mb:.1} MB, in {scenario})\n",
+            "- consumer peak RSS ≤ 40 MB at the default prefetch (64): {} (max {mb:.1} MB, in {scenario})\n",
             verdict(*mb <= 40.0)
         )),
         None => out.push_str(&missing("consumer peak RSS at prefetch 64")),
@@ -469,9 +476,9 @@ mod tests {
 
     #[test]
     fn latest_wins_and_targets_read_it() {
-        let old = json!({"scenario": "a-20000-k2-p64", "ok": true, "payload": "synthetic",
+        let old = json!({"scenario": "a-20000-k2-p64-api16", "ok": true, "payload": "synthetic",
             "added_latency_ms": 0, "items": 20000, "consumers": 2, "prefetch": 64,
-            "queue_type": "quorum", "items_per_s": 1000.0,
+            "api_concurrency": 16, "queue_type": "quorum", "items_per_s": 1000.0,
             "cpu_s_per_1000_items": {"machine": 1.0}});
         let mut new = old.clone();
         new["items_per_s"] = json!(3500.0);

@@ -33,6 +33,11 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// API requests one consumer can have in flight: one per delivery held, up to its cap.
+    pub fn in_flight(&self) -> u16 {
+        self.prefetch.min(self.api_concurrency)
+    }
+
     pub fn name(&self) -> String {
         let mut name = format!(
             "{}-{}-k{}-p{}",
@@ -535,7 +540,7 @@ impl Run<'_> {
             let ids = stubrate::listed_ids(&base, spec.items).await?;
             let clients = settings
                 .stub_clients
-                .unwrap_or(spec.consumers as usize * usize::from(spec.prefetch));
+                .unwrap_or(spec.consumers as usize * usize::from(spec.in_flight()));
             Some(stubrate::measure(&base, ids, clients, settings.stub_secs, stub.pid).await?)
         } else {
             None
@@ -555,7 +560,7 @@ impl Run<'_> {
             + postgres_cpu
             + bench_total;
         let items_per_s = counts.done as f64 / e2e_s.max(1e-9);
-        let in_flight = spec.consumers as f64 * f64::from(spec.prefetch.min(spec.api_concurrency));
+        let in_flight = spec.consumers as f64 * f64::from(spec.in_flight());
         let bound = (spec.latency_ms > 0).then(|| {
             let rate = in_flight / (spec.latency_ms as f64 / 1000.0);
             json!({

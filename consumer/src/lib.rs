@@ -120,7 +120,7 @@ impl Cli {
             http: ClientOptions {
                 timeout: self.http_timeout,
                 max_body: self.max_body,
-                pool_per_host: usize::from(self.prefetch),
+                pool_per_host: usize::from(self.politeness.api_concurrency),
                 ..ClientOptions::default()
             },
             shutdown_grace: self.shutdown_grace,

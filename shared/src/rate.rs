@@ -46,8 +46,11 @@ pub struct PolitenessArgs {
     #[arg(long, env = "POKEQ_RATE", default_value = "20", value_parser = parse_rate)]
     pub rate: Rate,
 
-    /// API requests in flight at once from this process.
-    #[arg(long, env = "POKEQ_API_CONCURRENCY", default_value_t = 64,
+    /// API requests in flight at once from this process. Each costs memory while it lasts and
+    /// after (a keep-alive connection keeps a read buffer of up to 400 KB); 16 keep a local API
+    /// busy. For a slow API raise it to about the wanted items/s × the latency, and the
+    /// consumer's --prefetch to about twice that.
+    #[arg(long, env = "POKEQ_API_CONCURRENCY", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub api_concurrency: u16,
 }
