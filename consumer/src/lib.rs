@@ -11,7 +11,6 @@
 //! unavailable database holds the delivery unacked and retries it with backoff, so no item ends
 //! `failed` because Postgres was down.
 
-pub mod acks;
 pub mod commit;
 pub mod handler;
 
@@ -24,7 +23,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::Parser;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection};
 use pokeq_shared::broker;
@@ -38,7 +37,6 @@ use pokeq_shared::store::Store;
 use pokeq_shared::topology::{RetryDelays, Topology};
 use tracing::Instrument;
 
-use crate::acks::Acker;
 use crate::commit::{Committer, StateReader};
 use crate::handler::{Handler, Outcome};
 
@@ -276,12 +274,10 @@ impl Session {
         self.health.set_broker(true);
         tracing::info!(queue = %self.topology.jobs(), prefetch = config.prefetch, "consuming");
 
-        let (acker, acking) = Acker::spawn(channel.clone());
         let worker = Worker {
             handler: self.handler,
             publish,
             topology: self.topology,
-            acker,
         };
         let mut broken = None;
         let work = deliveries
@@ -321,9 +317,6 @@ impl Session {
                 broken.get_or_insert_with(|| "connection lost".to_owned());
             }
         }
-        // The acknowledgements still held go out before the connection closes.
-        drop(worker);
-        let _ = tokio::time::timeout(Duration::from_secs(5), acking).await;
         if shutdown.is_cancelled() {
             tracing::info!("stopped");
             return Ok(());
@@ -340,8 +333,6 @@ struct Worker {
     /// Confirm channel for retries and dead letters.
     publish: Channel,
     topology: Topology,
-    /// Acknowledges the deliveries of the consuming channel.
-    acker: Acker,
 }
 
 impl Worker {
@@ -365,19 +356,14 @@ impl Worker {
             let Some(outcome) = self.outcome(&delivery, failures).await else {
                 tracing::info!("stopping while the database is away; handing the job back");
                 let _ = delivery.nack(requeue()).await;
-                self.acker.forget(delivery.delivery_tag);
                 return;
             };
-            match self.settle(&delivery, &outcome).await {
-                Ok(()) => self.acker.ack(delivery.delivery_tag),
-                Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "cannot settle the delivery; handing it back"
-                    );
-                    let _ = delivery.nack(requeue()).await;
-                    self.acker.forget(delivery.delivery_tag);
-                }
+            if let Err(error) = self.settle(&delivery, &outcome).await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot settle the delivery; handing it back"
+                );
+                let _ = delivery.nack(requeue()).await;
             }
         }
         .instrument(span)
@@ -405,8 +391,6 @@ impl Worker {
         self.handler.handle(&job, failures).await
     }
 
-    /// Does what `outcome` asks of the broker before the delivery can be acknowledged: a retry
-    /// or dead letter is published and confirmed.
     async fn settle(&self, delivery: &Delivery, outcome: &Outcome) -> anyhow::Result<()> {
         match outcome {
             Outcome::Done { written } => {
@@ -487,6 +471,7 @@ impl Worker {
                 metrics::counter!(metrics::DEAD_LETTERS, "kind" => kind.as_str()).increment(1);
             }
         }
+        delivery.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
 }
