@@ -11,6 +11,7 @@
 //! unavailable database holds the delivery unacked and retries it with backoff, so no item ends
 //! `failed` because Postgres was down.
 
+pub mod acks;
 pub mod commit;
 pub mod handler;
 
@@ -23,7 +24,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::Parser;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection};
 use pokeq_shared::broker;
@@ -37,6 +38,7 @@ use pokeq_shared::store::Store;
 use pokeq_shared::topology::{RetryDelays, Topology};
 use tracing::Instrument;
 
+use crate::acks::Acker;
 use crate::commit::{Committer, StateReader};
 use crate::handler::{Handler, Outcome};
 
@@ -244,7 +246,7 @@ impl Session {
         )
         .await?;
         let result = self.consume(&connection, config, shutdown).await;
-        let _ = connection.close(200, ShortString::from("shutdown")).await;
+        broker::close(&connection).await;
         result
     }
 
@@ -274,10 +276,12 @@ impl Session {
         self.health.set_broker(true);
         tracing::info!(queue = %self.topology.jobs(), prefetch = config.prefetch, "consuming");
 
+        let (acker, acking) = Acker::spawn(channel.clone());
         let worker = Worker {
             handler: self.handler,
-            publish,
+            publish: publish.clone(),
             topology: self.topology,
+            acker,
         };
         let mut broken = None;
         let work = deliveries
@@ -317,6 +321,12 @@ impl Session {
                 broken.get_or_insert_with(|| "connection lost".to_owned());
             }
         }
+        // The acknowledgements still held go out, then the channels close, before the
+        // connection does.
+        drop(worker);
+        let _ = tokio::time::timeout(Duration::from_secs(5), acking).await;
+        broker::close_channel(&channel).await;
+        broker::close_channel(&publish).await;
         if shutdown.is_cancelled() {
             tracing::info!("stopped");
             return Ok(());
@@ -333,6 +343,8 @@ struct Worker {
     /// Confirm channel for retries and dead letters.
     publish: Channel,
     topology: Topology,
+    /// Acknowledges the deliveries of the consuming channel.
+    acker: Acker,
 }
 
 impl Worker {
@@ -356,14 +368,19 @@ impl Worker {
             let Some(outcome) = self.outcome(&delivery, failures).await else {
                 tracing::info!("stopping while the database is away; handing the job back");
                 let _ = delivery.nack(requeue()).await;
+                self.acker.forget(delivery.delivery_tag);
                 return;
             };
-            if let Err(error) = self.settle(&delivery, &outcome).await {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "cannot settle the delivery; handing it back"
-                );
-                let _ = delivery.nack(requeue()).await;
+            match self.settle(&delivery, &outcome).await {
+                Ok(()) => self.acker.ack(delivery.delivery_tag),
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot settle the delivery; handing it back"
+                    );
+                    let _ = delivery.nack(requeue()).await;
+                    self.acker.forget(delivery.delivery_tag);
+                }
             }
         }
         .instrument(span)
@@ -391,6 +408,8 @@ impl Worker {
         self.handler.handle(&job, failures).await
     }
 
+    /// Does what `outcome` asks of the broker before the delivery can be acknowledged: a retry
+    /// or dead letter is published and confirmed.
     async fn settle(&self, delivery: &Delivery, outcome: &Outcome) -> anyhow::Result<()> {
         match outcome {
             Outcome::Done { written } => {
@@ -471,7 +490,6 @@ impl Worker {
                 metrics::counter!(metrics::DEAD_LETTERS, "kind" => kind.as_str()).increment(1);
             }
         }
-        delivery.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
 }

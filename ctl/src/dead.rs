@@ -421,8 +421,8 @@ impl Session {
     /// Closes the channel first, so that the broker has processed every ack and nack before
     /// this returns (a test or a script reading the queue next sees the final depth).
     async fn close(self) {
-        let _ = self.channel.close(200, ShortString::from("done")).await;
-        let _ = self.connection.close(200, ShortString::from("done")).await;
+        broker::close_channel(&self.channel).await;
+        broker::close(&self.connection).await;
     }
 }
 

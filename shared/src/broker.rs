@@ -18,6 +18,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection; jobs are a few hundred bytes, and their headers (dead-letter reasons, `x-death`)
 /// a few KiB.
 const FRAME_MAX: u32 = 32 * 1024;
+/// Longest wait for the broker to answer a connection close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for the broker to confirm one publish.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -69,6 +71,25 @@ pub async fn connect_once(
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(error)) => Err(failed(error.to_string())),
         Err(_) => Err(failed(format!("no answer within {CONNECT_TIMEOUT:?}"))),
+    }
+}
+
+/// Closes `channel` politely, within [`CLOSE_TIMEOUT`]. Closing channels before their connection
+/// keeps lapin from closing them on drop while the connection closes.
+pub async fn close_channel(channel: &Channel) {
+    let closing = channel.close(200, ShortString::from("done"));
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+}
+
+/// Closes `connection` politely, within [`CLOSE_TIMEOUT`]. The broker answers a close at once
+/// as a rule, but a close racing a channel's own close was seen to go unanswered for 30 s (a
+/// consumer stopping after its grace period, in the chaos suite). Past the timeout the process
+/// goes on and the socket is dropped: the broker then requeues whatever was unacknowledged,
+/// just as after a clean close.
+pub async fn close(connection: &Connection) {
+    let closing = connection.close(200, ShortString::from("done"));
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        tracing::warn!(timeout = ?CLOSE_TIMEOUT, "RabbitMQ did not answer the close; dropping the connection");
     }
 }
 
@@ -204,7 +225,7 @@ impl Link {
     /// Closes the connection politely, if there is one.
     pub async fn close(&self) {
         if let Some((connection, _)) = self.state.lock().await.take() {
-            let _ = connection.close(200, ShortString::from("done")).await;
+            close(&connection).await;
         }
     }
 }
