@@ -28,6 +28,23 @@ where
     F: FnOnce(C, CancellationToken) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
 {
+    main_with_workers(binary, None, config, log_format, run)
+}
+
+/// [`main`] on a runtime of `workers` threads (`None`: one per core, or `TOKIO_WORKER_THREADS`).
+pub fn main_with_workers<C, T, F, Fut>(
+    binary: &str,
+    workers: Option<usize>,
+    config: Result<C, ConfigError>,
+    log_format: impl FnOnce(&C) -> LogFormat,
+    run: F,
+) -> ExitCode
+where
+    C: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(C, CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
     let config = match config {
         Ok(config) => config,
         Err(error) => {
@@ -36,10 +53,11 @@ where
         }
     };
     telemetry::init(log_format(&config));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("{binary}: cannot start the async runtime: {error}");
