@@ -115,6 +115,10 @@ struct Cli {
     /// Skip the rerun of the producer on the finished database.
     #[arg(long)]
     no_rerun: bool,
+    /// Run every run of the scenario this many times (for (c), whose check takes the median of
+    /// the last 3 runs of each shape).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    repeat: u32,
     /// Do not append to the results file.
     #[arg(long)]
     no_record: bool,
@@ -387,7 +391,11 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<Spec>> {
         }
     };
     specs.dedup();
-    Ok(specs)
+    let repeat = cli.repeat as usize;
+    Ok(specs
+        .into_iter()
+        .flat_map(|spec| std::iter::repeat_n(spec, repeat))
+        .collect())
 }
 
 /// Builds producer, consumer and pokeapi-stub into the target directory of this binary, so a

@@ -231,6 +231,29 @@ fn find_shape<'a>(
         })
 }
 
+/// The median items/s of the last `last` successful runs of scenario (c)'s shape with
+/// `consumers`, and how many runs it took.
+fn recent_median(ok: &[Value], consumers: u64, last: usize) -> Option<(f64, usize)> {
+    let rows: Vec<&Value> = ok.iter().collect();
+    let (prefetch, api) = crate::DEFAULT_SHAPE;
+    let shape = (u64::from(prefetch), u64::from(api));
+    let mut rates: Vec<f64> = rows
+        .iter()
+        .filter(|r| find_shape(&[**r], "synthetic", 0, 20000, consumers, shape).is_some())
+        .filter_map(|r| f(r, "/items_per_s"))
+        .collect();
+    let recent = rates.split_off(rates.len().saturating_sub(last));
+    let mut sorted = recent;
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = match n {
+        0 => return None,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    };
+    Some((median, n))
+}
+
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**MISSED**" }
 }
@@ -279,21 +302,26 @@ pub fn targets(records: &[Value]) -> String {
         }
         None => out.push_str(&missing("(b) 20,000 items, 50 ms latency, 2 consumers")),
     }
-    let rates: Vec<f64> = [1, 2, 4]
+    // Runs minutes apart differ by 5-10% on a shared machine, more than the tolerance: each
+    // point is the median of the last 3 runs of its shape.
+    let medians: Vec<(f64, usize)> = [1, 2, 4]
         .iter()
-        .filter_map(|k| find(&rows, "synthetic", 0, 20000, *k).and_then(|r| f(r, "/items_per_s")))
+        .filter_map(|k| recent_median(&ok, *k, 3))
         .collect();
+    let runs = medians.iter().map(|(_, n)| *n).min().unwrap_or(0);
+    let rates: Vec<f64> = medians.iter().map(|(rate, _)| *rate).collect();
     let series = (rates.len() == 3).then_some((crate::DEFAULT_SHAPE.0, rates));
     match series {
         Some((prefetch, rates)) => {
             // 5% tolerance for run-to-run noise.
             let met = rates[1] >= rates[0] * 0.95 && rates[2] >= rates[1] * 0.95;
             out.push_str(&format!(
-                "- (c) throughput does not drop from 1 → 2 → 4 consumers (5% tolerance): {} ({:.0} → {:.0} → {:.0} items/s at prefetch {prefetch})\n",
+                "- (c) throughput does not drop from 1 → 2 → 4 consumers (5% tolerance): {} ({:.0} → {:.0} → {:.0} items/s at prefetch {prefetch}, medians of {})\n",
                 verdict(met),
                 rates[0],
                 rates[1],
-                rates[2]
+                rates[2],
+                if runs >= 3 { "the last 3 runs each".to_owned() } else { format!("at least {runs} run(s) each") }
             ));
         }
         None => out.push_str(&missing("(c) 1, 2 and 4 consumers on 20,000 items")),
