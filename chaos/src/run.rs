@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{FieldTable, ShortString};
 use pokeq_shared::config::QueueType;
+use pokeq_shared::store::StatusCounts;
 use pokeq_shared::topology::{RetryDelays, Topology};
 use tokio_postgres::{Client, NoTls};
 
@@ -370,18 +371,14 @@ impl<'a> Run<'a> {
                 &[],
             )
             .await?;
-        let mut counts = Counts::default();
-        for row in rows {
-            let n: i64 = row.get(1);
-            counts.total += n;
-            match row.get::<_, &str>(0) {
-                "pending" => counts.pending = n,
-                "queued" => counts.queued = n,
-                "done" => counts.done = n,
-                "failed" => counts.failed = n,
-                _ => {}
-            }
-        }
+        let s = StatusCounts::from_rows(&rows);
+        let counts = Counts {
+            pending: s.pending,
+            queued: s.queued,
+            done: s.done,
+            failed: s.failed,
+            total: s.pending + s.queued + s.done + s.failed,
+        };
         Ok(counts)
     }
 

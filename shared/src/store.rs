@@ -203,6 +203,25 @@ pub struct StatusCounts {
     pub failed: i64,
 }
 
+impl StatusCounts {
+    /// From the rows of `select status, count(*) ... group by status`, for callers that count
+    /// over their own connection.
+    pub fn from_rows(rows: &[tokio_postgres::Row]) -> Self {
+        let mut counts = Self::default();
+        for row in rows {
+            let n: i64 = row.get(1);
+            match row.get::<_, &str>(0) {
+                "pending" => counts.pending = n,
+                "queued" => counts.queued = n,
+                "done" => counts.done = n,
+                "failed" => counts.failed = n,
+                _ => {}
+            }
+        }
+        counts
+    }
+}
+
 impl Store {
     /// Connects, creating the database if it does not exist, and applies pending migrations.
     pub async fn open(
@@ -580,18 +599,7 @@ impl Store {
                 &[&RESOURCE],
             )
             .await?;
-        let mut counts = StatusCounts::default();
-        for row in rows {
-            let n: i64 = row.get(1);
-            match row.get::<_, &str>(0) {
-                "pending" => counts.pending = n,
-                "queued" => counts.queued = n,
-                "done" => counts.done = n,
-                "failed" => counts.failed = n,
-                _ => {}
-            }
-        }
-        Ok(counts)
+        Ok(StatusCounts::from_rows(&rows))
     }
 
     /// The pool, for callers that run their own queries (the CLI, tests).
