@@ -554,13 +554,7 @@ pub struct ItemRow {
 }
 
 async fn item_row(common: &Common, id: i32) -> anyhow::Result<Option<ItemRow>> {
-    let store = Store::open(
-        &common.database,
-        &common.database_url,
-        1,
-        common.extra_ca.as_deref(),
-    )
-    .await?;
+    let store = crate::open_store(common).await?;
     let client = store.pool().get().await?;
     let row = client
         .query_opt(
@@ -706,13 +700,7 @@ async fn replay(
     console: &mut Console<'_>,
 ) -> anyhow::Result<()> {
     // Postgres first: a replay must update items, so it does not start without them.
-    let store = Store::open(
-        &common.database,
-        &common.database_url,
-        1,
-        common.extra_ca.as_deref(),
-    )
-    .await?;
+    let store = crate::open_store(common).await?;
     let session = Session::open(common).await?;
     let publish = broker::confirm_channel(&session.connection).await?;
     let held = session.take(|_| false).await?;
@@ -798,13 +786,7 @@ async fn purge(
         )
         .into());
     }
-    let store = Store::open(
-        &common.database,
-        &common.database_url,
-        1,
-        common.extra_ca.as_deref(),
-    )
-    .await?;
+    let store = crate::open_store(common).await?;
     let session = Session::open(common).await?;
     let held = session.take(|_| false).await?;
     let chosen: Vec<&Letter> = held

@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 use pokeq_shared::config::{Common, CommonArgs, ConfigError};
 use pokeq_shared::exit;
 use pokeq_shared::shutdown::CancellationToken;
-use pokeq_shared::store::Store;
+use pokeq_shared::store::{Store, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(name = "pokeq", version, about = "Operate a pokeq pipeline")]
@@ -117,6 +117,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 /// Runs a command with its output and input given: what [`run`] does, and what tests call.
+/// The database of `common`, migrated, with one connection: every command is one short session.
+async fn open_store(common: &Common) -> Result<Store, StoreError> {
+    Store::open(
+        &common.database,
+        &common.database_url,
+        1,
+        common.extra_ca.as_deref(),
+    )
+    .await
+}
+
 pub async fn run_with(
     config: Config,
     shutdown: CancellationToken,
@@ -124,13 +135,7 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let result = match config.action {
         Action::Migrate => {
-            let store = Store::open(
-                &config.common.database,
-                &config.common.database_url,
-                1,
-                config.common.extra_ca.as_deref(),
-            )
-            .await?;
+            let store = open_store(&config.common).await?;
             writeln!(
                 console.out,
                 "schema at version {}",

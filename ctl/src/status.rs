@@ -236,15 +236,7 @@ async fn database_part(
 ) -> Result<(Items, Option<ProducerRun>), String> {
     let work = async {
         if store.is_none() {
-            *store = Some(
-                Store::open(
-                    &common.database,
-                    &common.database_url,
-                    1,
-                    common.extra_ca.as_deref(),
-                )
-                .await?,
-            );
+            *store = Some(crate::open_store(common).await?);
         }
         let Some(open) = store.as_ref() else {
             anyhow::bail!("no store");
