@@ -10,13 +10,9 @@ fn main() -> ExitCode {
     // a second thread brings, and consumers scale by process (one per core). Measured with the
     // benchmark: 0.22 -> 0.19 ms of consumer CPU per item; one consumer alone 2,600 -> 2,400
     // items/s, two 3,400 -> 3,500-3,700 on 2 cores. TOKIO_WORKER_THREADS overrides it.
-    let workers = match std::env::var("TOKIO_WORKER_THREADS") {
-        Ok(_) => None,
-        Err(_) => Some(1),
-    };
     exit::main_with_workers(
         "consumer",
-        workers,
+        Some(1),
         cli.validate(),
         |config| config.common.log_format,
         pokeq_consumer::run,

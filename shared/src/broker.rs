@@ -222,9 +222,10 @@ impl Link {
         Ok(channel)
     }
 
-    /// Closes the connection politely, if there is one.
+    /// Closes the channel, then the connection, politely, if there is one.
     pub async fn close(&self) {
-        if let Some((connection, _)) = self.state.lock().await.take() {
+        if let Some((connection, channel)) = self.state.lock().await.take() {
+            close_channel(&channel).await;
             close(&connection).await;
         }
     }

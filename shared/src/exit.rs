@@ -31,7 +31,8 @@ where
     main_with_workers(binary, None, config, log_format, run)
 }
 
-/// [`main`] on a runtime of `workers` threads (`None`: one per core, or `TOKIO_WORKER_THREADS`).
+/// [`main`] on a runtime of `workers` threads unless `TOKIO_WORKER_THREADS` says otherwise
+/// (`None`: tokio's default, one per core).
 pub fn main_with_workers<C, T, F, Fut>(
     binary: &str,
     workers: Option<usize>,
@@ -54,7 +55,10 @@ where
     };
     telemetry::init(log_format(&config));
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers {
+    // tokio reads TOKIO_WORKER_THREADS only when no count is set here.
+    if let Some(workers) = workers
+        && std::env::var_os("TOKIO_WORKER_THREADS").is_none()
+    {
         builder.worker_threads(workers);
     }
     let runtime = match builder.enable_all().build() {
