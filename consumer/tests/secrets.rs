@@ -35,16 +35,7 @@ fn producer_main() {
     };
     let args = std::iter::once("producer").chain(args.split('\u{1f}').filter(|a| !a.is_empty()));
     let cli = pokeq_producer::Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
-    let code = pokeq_shared::exit::main(
-        "producer",
-        cli.validate(),
-        |config| config.common.log_format,
-        |config, shutdown| async move {
-            let summary = pokeq_producer::run(config, shutdown).await?;
-            println!("{summary}");
-            Ok(())
-        },
-    );
+    let code = pokeq_producer::main(cli);
     let status = if code == ExitCode::SUCCESS {
         0
     } else if code == ExitCode::from(pokeq_shared::exit::CONFIG) {

@@ -293,6 +293,21 @@ async fn publish_pages(
     Ok(())
 }
 
+/// The whole `producer` binary after argument parsing: runs `cli` and prints the summary line,
+/// with the contract's exit status.
+pub fn main(cli: Cli) -> std::process::ExitCode {
+    pokeq_shared::exit::main(
+        "producer",
+        cli.validate(),
+        |config| config.common.log_format,
+        |config, shutdown| async move {
+            let summary = run(config, shutdown).await?;
+            println!("{summary}");
+            Ok(())
+        },
+    )
+}
+
 /// `(offset, limit)` of every page of a list of `total` items.
 pub fn plan(total: u64, page_size: u64) -> Vec<(u64, u64)> {
     (0..total)
