@@ -134,12 +134,7 @@ impl Cli {
 /// finish within the grace period, and returns. A lost broker is reconnected; only a broker
 /// unreachable for longer than `patience` ends the run with an error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let health = Arc::new(Health::default());
-    if let Some(addr) = config.metrics_addr {
-        metrics::serve(addr, Arc::clone(&health), shutdown.child_token())
-            .await
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
-    }
+    let health = metrics::serve_health(config.metrics_addr, &shutdown).await?;
     let opening = Store::open_patiently(
         &config.common.database,
         &config.common.database_url,

@@ -22,7 +22,7 @@ use lapin::types::ShortString;
 use pokeq_shared::broker;
 use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_duration};
 use pokeq_shared::job::{Job, RESOURCE};
-use pokeq_shared::metrics::{self, Health};
+use pokeq_shared::metrics;
 use pokeq_shared::pokeapi::{ClientOptions, FetchError, ListEntry, ListPage, PokeApi};
 use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
 use pokeq_shared::shutdown::CancellationToken;
@@ -154,12 +154,7 @@ struct Producer {
 /// Runs once: plan, list, publish, and return when every publish is confirmed. A cancelled
 /// `shutdown` stops starting pages and fails the run once those in flight are settled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Summary> {
-    let health = Arc::new(Health::default());
-    if let Some(addr) = config.metrics_addr {
-        metrics::serve(addr, Arc::clone(&health), shutdown.child_token())
-            .await
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
-    }
+    let health = metrics::serve_health(config.metrics_addr, &shutdown).await?;
     let opening = Store::open_patiently(
         &config.common.database,
         &config.common.database_url,

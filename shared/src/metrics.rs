@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -104,6 +105,20 @@ pub fn parse_addr(text: &str) -> Result<Endpoint, String> {
 
 /// Binds `addr` and serves the three endpoints until `shutdown`; returns the bound address
 /// (useful with port 0).
+/// A binary's health, its endpoint served on `addr` unless that is off (`None`).
+pub async fn serve_health(
+    addr: Option<SocketAddr>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<Health>> {
+    let health = Arc::new(Health::default());
+    if let Some(addr) = addr {
+        serve(addr, Arc::clone(&health), shutdown.child_token())
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    }
+    Ok(health)
+}
+
 pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
