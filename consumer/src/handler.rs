@@ -78,8 +78,8 @@ impl Handler {
 
     /// Runs `job`, which has already failed transiently `failures` times, and records the
     /// item's state: `done` with its row, the attempt and error of a retry, or `failed` with
-    /// the reason of a dead letter. `None` when shutdown came while waiting for the database:
-    /// the job is then handed back untouched.
+    /// the reason of a dead letter. `None` when shutdown came while waiting for the database or
+    /// the API: the job is then handed back untouched.
     pub async fn handle(&self, job: &Job, failures: u32) -> Option<Outcome> {
         let outcome = self.run(job, failures).await?;
         if let Outcome::Dead {
@@ -119,6 +119,10 @@ impl Handler {
                     reason: format!("pokemon {} not found (HTTP 404)", job.id),
                     failures: tries,
                 });
+            }
+            Err(FetchError::Interrupted) => {
+                tracing::info!("stopping while the API is unavailable; handing the job back");
+                return None;
             }
             Err(FetchError::Permanent(reason)) => {
                 return Some(Outcome::Dead {

@@ -12,6 +12,7 @@
 //! `failed` because Postgres was down.
 
 pub mod acks;
+pub mod circuit;
 pub mod commit;
 pub mod handler;
 
@@ -28,6 +29,7 @@ use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection};
 use pokeq_shared::broker;
+use pokeq_shared::circuit::Circuit;
 use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_byte_size, parse_duration};
 use pokeq_shared::job::{self, ErrorKind, Job};
 use pokeq_shared::metrics::{self, Health};
@@ -149,8 +151,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     health.set_database(true);
     let gate = Gate::new(&config.politeness, Some(store.clone()));
+    let circuit = Arc::new(Circuit::new());
     let api = PokeApi::new(&config.common.pokeapi_url, &config.http, gate)
-        .context("cannot build the HTTP client")?;
+        .context("cannot build the HTTP client")?
+        .with_circuit(Arc::clone(&circuit), shutdown.clone());
+    circuit::report(
+        &circuit,
+        store.clone(),
+        Arc::clone(&health),
+        process_name(),
+        shutdown.clone(),
+    );
     let committer = Committer::spawn(store.clone(), usize::from(config.prefetch));
     let states = StateReader::spawn(store.clone(), usize::from(config.prefetch));
     let handler = Arc::new(Handler {
@@ -210,6 +221,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             () = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// How this process is known to operators: `pokeq-consumer@<host>:<pid>`.
+pub fn process_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("pokeq-consumer@{host}:{}", std::process::id())
 }
 
 /// Capped exponential backoff with jitter for reconnecting, without a count limit: the

@@ -190,6 +190,13 @@ pub fn trace_id(properties: &BasicProperties) -> Option<String> {
 }
 
 /// Seconds since the Unix epoch, the unit of the AMQP `timestamp` property.
+/// Now, in Unix milliseconds.
+pub fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 pub fn unix_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

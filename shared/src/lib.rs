@@ -3,7 +3,8 @@
 //! Data flows one way, and the modules follow it:
 //! - [`config`] parses and validates the settings every binary shares, masking secrets.
 //! - [`pokeapi`] is the HTTP client for the list and detail endpoints, with timeouts, a body cap
-//!   and a classification of failures into transient and permanent.
+//!   and a classification of failures into transient and permanent; [`rate`] paces it (shared
+//!   rate, adaptive concurrency, `Retry-After`) and [`circuit`] holds it through API outages.
 //! - [`job`] is the message a producer publishes and a consumer decodes, and its AMQP headers.
 //! - [`topology`] names and declares the exchanges and queues, identically in every binary.
 //! - [`broker`] connects to RabbitMQ and publishes with confirms.
@@ -14,6 +15,7 @@
 //!   [`exit`] maps a binary's outcome to the contract's exit codes.
 
 pub mod broker;
+pub mod circuit;
 pub mod config;
 pub mod exit;
 pub mod job;

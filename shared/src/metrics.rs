@@ -2,7 +2,7 @@
 //!
 //! `/healthz` answers while the process is alive; `/readyz` only while it is connected to both
 //! the broker and the database (Kubernetes stops routing to, and KEDA keeps counting, a
-//! consumer that is waiting for either); `/metrics` is the Prometheus text format rendered by
+//! consumer that is waiting for either), saying `degraded` while the API circuit is open; `/metrics` is the Prometheus text format rendered by
 //! `metrics-exporter-prometheus`.
 
 use std::net::SocketAddr;
@@ -31,6 +31,10 @@ pub const DEAD_LETTERS: &str = "pokeq_dead_letters_total";
 pub const API_REQUESTS: &str = "pokeq_api_requests_total";
 /// Latency of API requests, body included.
 pub const API_SECONDS: &str = "pokeq_api_request_duration_seconds";
+/// 1 while this process's API circuit is open (the API fails for everything; jobs wait).
+pub const API_CIRCUIT_OPEN: &str = "pokeq_api_circuit_open";
+/// API requests this process allows in flight now (lowered while the API is overloaded).
+pub const API_CONCURRENCY_LIMIT: &str = "pokeq_api_concurrency_limit";
 /// Deliveries being worked on now.
 pub const IN_FLIGHT: &str = "pokeq_jobs_in_flight";
 /// Latency of the statement that stores a row and marks it done.
@@ -55,6 +59,8 @@ const ROW_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0
 pub struct Health {
     broker: AtomicBool,
     database: AtomicBool,
+    /// The API circuit is open: the process is up and connected but waiting for the API.
+    api_down: AtomicBool,
 }
 
 impl Health {
@@ -64,6 +70,15 @@ impl Health {
 
     pub fn set_database(&self, up: bool) {
         self.database.store(up, Ordering::Relaxed);
+    }
+
+    pub fn set_api_down(&self, down: bool) {
+        self.api_down.store(down, Ordering::Relaxed);
+    }
+
+    /// Ready, but waiting for the API (see `readyz`).
+    pub fn degraded(&self) -> bool {
+        self.api_down.load(Ordering::Relaxed)
     }
 
     pub fn ready(&self) -> bool {
@@ -162,8 +177,14 @@ pub async fn serve(
     Ok(bound)
 }
 
+/// 503 while the broker or the database is away: this process cannot work. An API outage is
+/// not this process's fault and every replica sees it alike, so it stays 200 with a body of
+/// `degraded`: a Kubernetes readiness probe that turned it into 503 would only stall rollouts
+/// and restarts, and nothing routes traffic to a consumer. Alert on `pokeq_api_circuit_open`.
 async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {
-    if health.ready() {
+    if health.ready() && health.degraded() {
+        (StatusCode::OK, "degraded: the API circuit is open\n")
+    } else if health.ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -14,7 +14,9 @@ use reqwest::header::{
 };
 use serde::Deserialize;
 
+use crate::circuit::Circuit;
 use crate::rate::Gate;
+use crate::shutdown::CancellationToken;
 
 /// Default body cap: the largest real detail document is 1.3 MB pretty-printed.
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
@@ -33,6 +35,10 @@ pub enum FetchError {
     /// The answer will not change by asking again: an oversized or unreadable body.
     #[error("{0}")]
     Permanent(String),
+    /// Shutdown came while the request waited for the API to come back (circuit open): the job
+    /// was not tried and goes back as it came.
+    #[error("interrupted while the API is unavailable")]
+    Interrupted,
 }
 
 impl FetchError {
@@ -101,6 +107,21 @@ pub struct PokeApi {
     base: String,
     max_body: usize,
     gate: Arc<Gate>,
+    /// With a circuit, requests wait out an API outage instead of failing (see
+    /// [`PokeApi::with_circuit`]).
+    circuit: Option<(Arc<Circuit>, CancellationToken)>,
+}
+
+/// What an answer (or its absence) says about the API, for the gate and the circuit.
+enum Signal {
+    /// The API is up and answered (whatever it said about this resource).
+    Answered,
+    /// The API asked every client to wait this long (429/503 with `Retry-After`).
+    AskedToWait(Duration),
+    /// Up but overloaded, without saying for how long (429 without `Retry-After`).
+    Overloaded,
+    /// No answer, a timeout or a 5xx: what an outage looks like.
+    Failing,
 }
 
 impl PokeApi {
@@ -122,7 +143,17 @@ impl PokeApi {
             base: base.trim_end_matches('/').to_owned(),
             max_body: options.max_body,
             gate,
+            circuit: None,
         })
+    }
+
+    /// Requests through this client wait out an outage of the API: while `circuit` is open
+    /// they are held (a probe a second goes through) and sent again once it closes, so an
+    /// outage costs no job an attempt. Until `shutdown`, when a held request gives up with
+    /// [`FetchError::Interrupted`].
+    pub fn with_circuit(mut self, circuit: Arc<Circuit>, shutdown: CancellationToken) -> Self {
+        self.circuit = Some((circuit, shutdown));
+        self
     }
 
     pub async fn list(&self, offset: u64, limit: u64) -> Result<ListPage, FetchError> {
@@ -153,28 +184,54 @@ impl PokeApi {
     }
 
     async fn get(&self, url: &str, known: Option<&Validators>) -> Result<Fetched, FetchError> {
-        let _permit = self.gate.enter().await;
-        let started = std::time::Instant::now();
-        let result = self.exchange(url, known).await;
-        match &result {
-            Err((Some(status), FetchError::Transient { retry_after, .. }))
-                if *status == StatusCode::TOO_MANY_REQUESTS
-                    || *status == StatusCode::SERVICE_UNAVAILABLE =>
-            {
-                self.gate.overloaded(*retry_after);
+        loop {
+            let ticket = match &self.circuit {
+                Some((circuit, shutdown)) => Some(tokio::select! {
+                    biased;
+                    ticket = circuit.admit() => ticket,
+                    () = shutdown.cancelled(), if circuit.is_open() => {
+                        return Err(FetchError::Interrupted);
+                    }
+                }),
+                None => None,
+            };
+            let permit = self.gate.enter().await;
+            let started = std::time::Instant::now();
+            let result = self.exchange(url, known).await;
+            let signal = signal(&result);
+            match signal {
+                Signal::Answered => self.gate.answered(),
+                Signal::AskedToWait(wait) => self.gate.asked_to_wait(wait),
+                Signal::Overloaded | Signal::Failing => self.gate.overloaded(&permit),
             }
-            Ok(_) => self.gate.recovered(),
-            _ => {}
+            drop(permit);
+            let status = match &result {
+                Ok((status, _)) => status.as_str().to_owned(),
+                Err((Some(status), FetchError::Transient { .. })) if status.is_success() => {
+                    // The headers came, the body did not: not a 200 for whoever counts.
+                    "body_error".to_owned()
+                }
+                Err((Some(status), _)) => status.as_str().to_owned(),
+                Err((None, _)) => "error".to_owned(),
+            };
+            metrics::counter!(crate::metrics::API_REQUESTS, "status" => status).increment(1);
+            metrics::histogram!(crate::metrics::API_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+            if let (Some(ticket), Some((circuit, _))) = (ticket, &self.circuit) {
+                match (&signal, &result) {
+                    (Signal::Failing, Err((_, error))) => {
+                        if circuit.failed(ticket, &error.to_string()) {
+                            // The API is down, not this resource: wait and ask again.
+                            continue;
+                        }
+                    }
+                    _ => circuit.succeeded(ticket),
+                }
+            }
+            return result
+                .map(|(_, fetched)| fetched)
+                .map_err(|(_, error)| error);
         }
-        let status = match &result {
-            Ok((status, _)) | Err((Some(status), _)) => status.as_str().to_owned(),
-            Err((None, _)) => "error".to_owned(),
-        };
-        metrics::counter!(crate::metrics::API_REQUESTS, "status" => status).increment(1);
-        metrics::histogram!(crate::metrics::API_SECONDS).record(started.elapsed().as_secs_f64());
-        result
-            .map(|(_, fetched)| fetched)
-            .map_err(|(_, error)| error)
     }
 
     /// One request and its answer, with the status when a response came.
@@ -274,6 +331,33 @@ impl Validators {
 
     pub fn is_empty(&self) -> bool {
         self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+fn signal(result: &Result<(StatusCode, Fetched), (Option<StatusCode>, FetchError)>) -> Signal {
+    match result {
+        Ok(_) => Signal::Answered,
+        Err((None, _)) => Signal::Failing,
+        Err((Some(status), error)) => {
+            let retry_after = match error {
+                FetchError::Transient { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            if status.is_server_error() || status.is_success() {
+                // A 5xx, or a 200 whose body never came whole.
+                match retry_after {
+                    Some(wait) if *status == StatusCode::SERVICE_UNAVAILABLE => {
+                        Signal::AskedToWait(wait)
+                    }
+                    _ if status.is_success() && !error.is_transient() => Signal::Answered,
+                    _ => Signal::Failing,
+                }
+            } else if *status == StatusCode::TOO_MANY_REQUESTS {
+                retry_after.map_or(Signal::Overloaded, Signal::AskedToWait)
+            } else {
+                Signal::Answered
+            }
+        }
     }
 }
 

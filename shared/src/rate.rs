@@ -1,5 +1,5 @@
-//! Politeness towards the API: one request rate shared by every process, a cap on concurrent
-//! requests per process, and a pause that grows while the API says it is overloaded.
+//! Politeness towards the API: one request rate shared by every process, an adaptive cap on
+//! concurrent requests per process, and the pause the API asks for with `Retry-After`.
 //!
 //! The shared rate lives in Postgres, the one thing every producer and consumer replica already
 //! reaches, on any host: a process reserves a short window of request slots with one statement
@@ -10,14 +10,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
+use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
 use crate::store::Store;
 
 /// Name of the shared limiter row for PokeAPI requests.
 const LIMITER: &str = "pokeapi";
-/// Longest pause after repeated 429/503 answers.
+/// Longest pause of every request for one `Retry-After`; a longer wait is served per job,
+/// through the retry queues.
 const MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// Politeness settings of one process.
@@ -82,11 +83,13 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
     Ok(Rate((rate > 0.0).then_some(rate)))
 }
 
-/// Gate every API request passes: the shared rate, the local concurrency cap and the pause.
+/// Gate every API request passes: the shared rate, the adaptive cap on requests in flight and
+/// the pause the API asked for.
 pub struct Gate {
     rate: Option<SharedRate>,
-    permits: Semaphore,
-    pause: std::sync::Mutex<Pause>,
+    limit: Limit,
+    /// Until when every request waits, because the API said so (`Retry-After`).
+    pause: std::sync::Mutex<Option<Instant>>,
 }
 
 struct SharedRate {
@@ -97,11 +100,18 @@ struct SharedRate {
     slots: Mutex<VecDeque<Instant>>,
 }
 
-#[derive(Default)]
-struct Pause {
-    until: Option<Instant>,
-    /// Consecutive overload answers; the pause doubles with each.
-    level: u32,
+/// Leave for one request in flight; dropping it frees the place.
+pub struct Permit<'a> {
+    gate: &'a Gate,
+    /// The limit's epoch when the request left: only a request sent after the last decrease
+    /// may cause another, so one overloaded moment halves nothing twice.
+    epoch: u64,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.gate.limit.release();
+    }
 }
 
 impl Gate {
@@ -109,7 +119,7 @@ impl Gate {
     pub fn local(concurrency: usize) -> Arc<Self> {
         Arc::new(Self {
             rate: None,
-            permits: Semaphore::new(concurrency.max(1)),
+            limit: Limit::new(concurrency),
             pause: std::sync::Mutex::default(),
         })
     }
@@ -126,19 +136,17 @@ impl Gate {
         };
         Arc::new(Self {
             rate,
-            permits: Semaphore::new(politeness.concurrency.max(1)),
+            limit: Limit::new(politeness.concurrency),
             pause: std::sync::Mutex::default(),
         })
     }
 
-    /// Waits for this process's turn; the permit bounds concurrent requests until dropped.
-    pub async fn enter(&self) -> SemaphorePermit<'_> {
-        let permit = loop {
-            if let Ok(permit) = self.permits.acquire().await {
-                break permit;
-            }
-        };
-        let paused_until = self.pause.lock().map(|p| p.until).unwrap_or(None);
+    /// Waits for this process's turn; the permit holds a place among the requests in flight
+    /// until dropped.
+    pub async fn enter(&self) -> Permit<'_> {
+        let epoch = self.limit.acquire().await;
+        let permit = Permit { gate: self, epoch };
+        let paused_until = self.pause.lock().map(|p| *p).unwrap_or(None);
         if let Some(until) = paused_until {
             tokio::time::sleep_until(until).await;
         }
@@ -148,29 +156,141 @@ impl Gate {
         permit
     }
 
-    /// The API answered 429 or 503: pause every request of this process for the time it asked
-    /// for, or for a pause that doubles with each consecutive overload answer (1 s to 60 s).
-    pub fn overloaded(&self, retry_after: Option<Duration>) {
+    /// The API answered 429 or 503 with `Retry-After`: every request of this process waits
+    /// that long (at most [`MAX_PAUSE`]), and so does every process sharing the rate limiter.
+    pub fn asked_to_wait(&self, wait: Duration) {
+        let wait = wait.min(MAX_PAUSE);
         if let Ok(mut pause) = self.pause.lock() {
-            let grown = Duration::from_secs(1)
-                .saturating_mul(1 << pause.level.min(6))
-                .min(MAX_PAUSE);
-            let wait = retry_after.unwrap_or_default().max(grown).min(MAX_PAUSE);
             let until = Instant::now() + wait;
-            pause.until = Some(pause.until.map_or(until, |u| u.max(until)));
-            pause.level = pause.level.saturating_add(1);
+            *pause = Some(pause.map_or(until, |u| u.max(until)));
+        }
+        if let Some(rate) = &self.rate {
+            rate.hold(wait);
         }
     }
 
-    /// A normal answer: the API has recovered, stop growing the pause.
-    pub fn recovered(&self) {
-        if let Ok(mut pause) = self.pause.lock() {
-            pause.level = 0;
+    /// The API is overloaded without saying for how long (5xx, a 429 without `Retry-After`, a
+    /// timeout): fewer requests in flight (multiplicative decrease).
+    pub fn overloaded(&self, permit: &Permit<'_>) {
+        self.limit.decrease(permit.epoch);
+    }
+
+    /// The API answered normally: one more request in flight per round of answers (additive
+    /// increase), up to the configured concurrency.
+    pub fn answered(&self) {
+        self.limit.increase();
+    }
+
+    /// Requests allowed in flight now.
+    pub fn current_limit(&self) -> usize {
+        self.limit.current()
+    }
+}
+
+/// An AIMD limit on requests in flight, as TCP's congestion window or Vector's adaptive request
+/// concurrency: each answer adds `1 / limit` (one per round trip of the whole window), each
+/// overload multiplies it by [`DECREASE`] (at most once per window). A flaky backend that fails
+/// some ids costs a little concurrency; an API failing everything drives it down to one.
+struct Limit {
+    state: std::sync::Mutex<LimitState>,
+    freed: Notify,
+    max: f64,
+}
+
+struct LimitState {
+    limit: f64,
+    in_flight: usize,
+    epoch: u64,
+}
+
+/// Factor of each decrease: Vector's default. Gentle, so a few failing ids among many
+/// successes settle the limit near the top (equilibrium where `(1 - DECREASE) × limit = 1`).
+const DECREASE: f64 = 0.9;
+
+impl Limit {
+    fn new(max: usize) -> Self {
+        let max = max.max(1) as f64;
+        crate::metrics::gauge!(crate::metrics::API_CONCURRENCY_LIMIT).set(max);
+        Self {
+            state: std::sync::Mutex::new(LimitState {
+                limit: max,
+                in_flight: 0,
+                epoch: 0,
+            }),
+            freed: Notify::new(),
+            max,
         }
+    }
+
+    async fn acquire(&self) -> u64 {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let Ok(mut state) = self.state.lock() else {
+                    return 0;
+                };
+                if (state.in_flight as f64) < state.limit.floor().max(1.0) {
+                    state.in_flight += 1;
+                    return state.epoch;
+                }
+            }
+            freed.await;
+        }
+    }
+
+    fn release(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+        self.freed.notify_one();
+    }
+
+    fn increase(&self) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let before = state.limit.floor();
+        state.limit = (state.limit + 1.0 / state.limit).min(self.max);
+        if state.limit.floor() > before {
+            crate::metrics::gauge!(crate::metrics::API_CONCURRENCY_LIMIT).set(state.limit.floor());
+            drop(state);
+            self.freed.notify_one();
+        }
+    }
+
+    fn decrease(&self, epoch: u64) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if epoch != state.epoch {
+            return;
+        }
+        state.epoch += 1;
+        state.limit = (state.limit * DECREASE).max(1.0);
+        crate::metrics::gauge!(crate::metrics::API_CONCURRENCY_LIMIT).set(state.limit.floor());
+    }
+
+    fn current(&self) -> usize {
+        self.state
+            .lock()
+            .map_or(1, |state| state.limit.floor().max(1.0) as usize)
     }
 }
 
 impl SharedRate {
+    /// Moves the shared limiter's next slot `wait` ahead, so every process pauses too; in the
+    /// background, since the request that learnt it should not wait for the database.
+    fn hold(&self, wait: Duration) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.hold_rate(LIMITER, wait.as_secs_f64()).await {
+                tracing::debug!(%error, "cannot share the API's Retry-After");
+            }
+        });
+    }
+
     async fn next_slot(&self) -> Instant {
         let mut slots = self.slots.lock().await;
         if let Some(slot) = slots.pop_front() {
@@ -210,34 +330,66 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn pause_doubles_with_each_overload_and_honours_retry_after() {
+    async fn retry_after_pauses_every_request_up_to_the_cap() {
         let gate = Gate::local(4);
+        gate.asked_to_wait(Duration::from_secs(7));
         let started = Instant::now();
-        gate.overloaded(None);
         drop(gate.enter().await);
-        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
 
-        gate.overloaded(None);
-        let second = Instant::now();
-        drop(gate.enter().await);
-        assert_eq!(second.elapsed(), Duration::from_secs(2), "doubled");
-
-        gate.recovered();
-        gate.overloaded(Some(Duration::from_secs(7)));
-        let third = Instant::now();
-        drop(gate.enter().await);
-        assert_eq!(
-            third.elapsed(),
-            Duration::from_secs(7),
-            "Retry-After wins when longer"
-        );
-
-        for _ in 0..20 {
-            gate.overloaded(None);
-        }
+        gate.asked_to_wait(Duration::from_secs(3600));
         let capped = Instant::now();
         drop(gate.enter().await);
         assert_eq!(capped.elapsed(), MAX_PAUSE, "capped");
+
+        let free = Instant::now();
+        drop(gate.enter().await);
+        assert_eq!(free.elapsed(), Duration::ZERO, "the pause is over");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overload_lowers_the_limit_once_per_window_and_answers_raise_it() {
+        let gate = Gate::local(16);
+        assert_eq!(gate.current_limit(), 16);
+        // Sixteen requests of one window all fail: one decrease, not sixteen.
+        let window: Vec<_> = futures_util::future::join_all((0..16).map(|_| gate.enter())).await;
+        for permit in &window {
+            gate.overloaded(permit);
+        }
+        drop(window);
+        assert_eq!(gate.current_limit(), 14, "16 × 0.9 = 14.4");
+
+        // Every request failing, window after window: down to one, never zero.
+        for _ in 0..100 {
+            let permit = gate.enter().await;
+            gate.overloaded(&permit);
+        }
+        assert_eq!(gate.current_limit(), 1);
+
+        // Answers bring it back up, one per window, to the configured cap and no further.
+        for _ in 0..1000 {
+            let _permit = gate.enter().await;
+            gate.answered();
+        }
+        assert_eq!(gate.current_limit(), 16);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lowered_limit_holds_requests_back() {
+        let gate = Gate::local(2);
+        for _ in 0..20 {
+            let permit = gate.enter().await;
+            gate.overloaded(&permit);
+        }
+        let one = gate.enter().await;
+        let second = tokio::time::timeout(Duration::from_secs(1), gate.enter()).await;
+        assert!(second.is_err(), "only one request in flight after overload");
+        drop(one);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), gate.enter())
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test(start_paused = true)]

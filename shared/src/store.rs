@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ingest_items_fillfactor",
         include_str!("../migrations/0005_ingest_items_fillfactor.sql"),
     ),
+    (
+        6,
+        "api_circuit",
+        include_str!("../migrations/0006_api_circuit.sql"),
+    ),
 ];
 
 /// The schema version this build migrates to.
@@ -528,6 +533,55 @@ impl Store {
             .await?;
         let row = client.query_one(&statement, &[&name, &window]).await?;
         Ok(row.get(0))
+    }
+
+    /// Moves the shared limiter `name` at least `seconds` ahead, so every process sharing it
+    /// waits as the API asked one of them to (`Retry-After`).
+    pub async fn hold_rate(&self, name: &str, seconds: f64) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "insert into api_rate as r (name, next_at)
+                 values ($1, clock_timestamp() + make_interval(secs => $2))
+                 on conflict (name) do update set next_at = greatest(r.next_at, excluded.next_at)",
+                &[&name, &seconds],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records this process's API circuit: open (with since when and why), refreshed while it
+    /// stays open, or closed (the row goes, with rows of processes long gone).
+    pub async fn record_circuit(
+        &self,
+        process: &str,
+        open: Option<(i64, &str)>,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        match open {
+            Some((since_unix_ms, error)) => {
+                client
+                    .execute(
+                        "insert into api_circuit (process, since, error, updated_at)
+                         values ($1, to_timestamp($2::float8 / 1000), $3, now())
+                         on conflict (process) do update
+                            set since = excluded.since, error = excluded.error,
+                                updated_at = now()",
+                        &[&process, &(since_unix_ms as f64), &error],
+                    )
+                    .await?;
+            }
+            None => {
+                client
+                    .execute(
+                        "delete from api_circuit
+                         where process = $1 or updated_at < now() - interval '1 day'",
+                        &[&process],
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Opens a `producer_runs` row for a run starting now.
