@@ -88,6 +88,16 @@ impl TestEnv {
     }
 
     fn args_via(&self, binary: &str, amqp_url: &str, database_url: &str) -> Vec<String> {
+        self.args_with_api(binary, amqp_url, database_url, &self.stub.base_url())
+    }
+
+    fn args_with_api(
+        &self,
+        binary: &str,
+        amqp_url: &str,
+        database_url: &str,
+        api_url: &str,
+    ) -> Vec<String> {
         vec![
             binary.to_owned(),
             "--amqp-url".into(),
@@ -95,7 +105,7 @@ impl TestEnv {
             "--database-url".into(),
             database_url.to_owned(),
             "--pokeapi-url".into(),
-            self.stub.base_url(),
+            api_url.to_owned(),
             "--prefix".into(),
             self.prefix.clone(),
         ]
@@ -123,7 +133,19 @@ impl TestEnv {
         database_url: &str,
         extra: &[&str],
     ) -> pokeq_consumer::Config {
-        let mut args = self.args_via("consumer", amqp_url, database_url);
+        self.consumer_config_with_api(amqp_url, database_url, &self.stub.base_url(), extra)
+    }
+
+    /// A consumer configuration that reaches the API at `api_url` (e.g. through a
+    /// [`proxy::Proxy`] in front of the stub).
+    pub fn consumer_config_with_api(
+        &self,
+        amqp_url: &str,
+        database_url: &str,
+        api_url: &str,
+        extra: &[&str],
+    ) -> pokeq_consumer::Config {
+        let mut args = self.args_with_api("consumer", amqp_url, database_url, api_url);
         args.extend(test_defaults(extra));
         // Several consumers share the test process: each gets its own free port.
         if !extra.contains(&"--metrics-addr") {

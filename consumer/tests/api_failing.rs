@@ -1,0 +1,106 @@
+//! An API answering 503 to everything is asked about once a second and costs no item an
+//! attempt; a flaky backend that fails some ids twice costs them a retry, not the run.
+
+mod support;
+
+use std::time::Duration;
+
+use pokeapi_stub::{FaultKind, FaultRule, StubConfig};
+use support::{TestEnv, free_port, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(90);
+/// The fast retry schedule of the issue that found the problem: 1.4 s of delays in all.
+const FAST_RETRIES: [&str; 4] = ["--retry-delays", "200ms,400ms,800ms", "--max-attempts", "5"];
+
+async fn readyz(addr: &str) -> Option<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let response = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .ok()?;
+    response.text().await.ok()
+}
+
+#[tokio::test]
+async fn an_api_failing_everything_is_asked_about_once_a_second() {
+    let env = TestEnv::start(StubConfig {
+        count: 40,
+        ..StubConfig::default()
+    })
+    .await;
+    let ids = env.stub.dataset().ids().to_vec();
+    for &id in &ids {
+        env.stub
+            .set_fault(id, Some(FaultRule::always(FaultKind::ServerError(503))));
+    }
+    env.run_producer(&[]).await;
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut extra = vec!["--prefetch", "16", "--metrics-addr", &metrics_addr];
+    extra.extend(FAST_RETRIES);
+    let consumer = env.spawn_consumer(&extra);
+
+    // The circuit opens after a handful of 503s; from then on only probes reach the API.
+    assert!(
+        wait_until(SETTLE, || async {
+            readyz(&metrics_addr)
+                .await
+                .is_some_and(|body| body.starts_with("degraded"))
+        })
+        .await,
+        "the circuit opens"
+    );
+    let start = env.stub.total_detail_requests();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let probes = env.stub.total_detail_requests() - start;
+    assert!(
+        (2..=8).contains(&probes),
+        "about one request a second while everything fails, got {probes} in 5 s"
+    );
+    assert_eq!(env.counts().await.failed, 0, "no item spent its attempts");
+
+    for &id in &ids {
+        env.stub.set_fault(id, None);
+    }
+    let counts = env.wait_settled(ids.len() as i64, SETTLE).await;
+    assert_eq!((counts.done, counts.failed), (ids.len() as i64, 0));
+    assert!(env.drain_dead().await.is_empty());
+
+    consumer.stop().await.expect("clean stop");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn ids_a_flaky_backend_fails_twice_are_retried_without_stopping_the_rest() {
+    let env = TestEnv::start(StubConfig {
+        count: 400,
+        ..StubConfig::default()
+    })
+    .await;
+    let ids = env.stub.dataset().ids().to_vec();
+    // Every seventh id (about 15%) answers 503 twice before it succeeds.
+    let flaky: Vec<i32> = ids.iter().copied().step_by(7).collect();
+    for &id in &flaky {
+        env.stub
+            .set_fault(id, Some(FaultRule::times(FaultKind::ServerError(503), 2)));
+    }
+    env.run_producer(&[]).await;
+    let consumer = env.spawn_consumer(&FAST_RETRIES);
+
+    let counts = env.wait_settled(ids.len() as i64, SETTLE).await;
+    assert_eq!((counts.done, counts.failed), (ids.len() as i64, 0));
+    for &id in &flaky {
+        assert_eq!(
+            env.stub.detail_requests(id),
+            3,
+            "id {id}: two 503s, then done"
+        );
+    }
+    assert!(env.drain_dead().await.is_empty());
+
+    consumer.stop().await.expect("clean stop");
+    env.cleanup().await;
+}
