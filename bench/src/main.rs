@@ -37,6 +37,9 @@ enum Scenario {
     Samples,
     /// a, b, c (2 consumers shared with a), and samples when a samples directory is known.
     All,
+    /// 20,000 items with 2 consumers, clean and then with 15% of ids answering 503 twice
+    /// before they succeed (a flaky backend behind a healthy API).
+    Flaky,
     /// One run shaped by --items, --consumers, --prefetch, --latency, --samples.
     Custom,
 }
@@ -349,6 +352,7 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<Spec>> {
             api_concurrency: cli.api_concurrency.unwrap_or(api),
             latency_ms,
             samples: None,
+            flaky_percent: 0,
         }
     };
     let with_samples = |mut s: Spec| -> anyhow::Result<Spec> {
@@ -381,6 +385,13 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<Spec>> {
             }
             all
         }
+        Scenario::Flaky => vec![
+            spec("flaky", 20000, consumers, 0),
+            Spec {
+                flaky_percent: 15,
+                ..spec("flaky", 20000, consumers, 0)
+            },
+        ],
         Scenario::Custom => {
             let custom = spec(&cli.label, 1351, consumers, 0);
             vec![if cli.samples {

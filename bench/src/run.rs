@@ -30,6 +30,8 @@ pub struct Spec {
     pub api_concurrency: u16,
     /// Serve real payload files from this directory instead of synthetic ones.
     pub samples: Option<PathBuf>,
+    /// Percent of ids whose first two requests answer 503 (a flaky backend behind the API).
+    pub flaky_percent: u8,
 }
 
 impl Spec {
@@ -51,6 +53,9 @@ impl Spec {
         }
         if self.samples.is_some() {
             name.push_str("-samples");
+        }
+        if self.flaky_percent > 0 {
+            name.push_str(&format!("-flaky{}", self.flaky_percent));
         }
         name
     }
@@ -296,6 +301,11 @@ impl Run<'_> {
             .arg(format!("{}ms", self.spec.latency_ms));
         if let Some(samples) = &self.spec.samples {
             cmd.arg("--samples-dir").arg(samples);
+        }
+        if self.spec.flaky_percent > 0 {
+            cmd.arg("--flaky-share")
+                .arg(format!("{}", f64::from(self.spec.flaky_percent) / 100.0))
+                .args(["--flaky-times", "2"]);
         }
         let (stub, stdout) = children::spawn("stub", cmd, &self.dir.join("stub.log"))?;
         let line = tokio::time::timeout(START_TIMEOUT, children::first_line(stdout))
@@ -886,6 +896,7 @@ mod tests {
             latency_ms: 50,
             api_concurrency: 64,
             samples: None,
+            flaky_percent: 0,
         };
         assert_eq!(spec.name(), "b-20000-k2-p64-50ms");
         assert_eq!(random_tag().len(), 8);

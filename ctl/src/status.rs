@@ -80,9 +80,25 @@ pub struct Report {
     pub at: u64,
     pub items: Option<Items>,
     pub producer_run: Option<ProducerRun>,
+    /// Consumers whose API circuit is open (`None`: unknown, the database part failed).
+    pub api_circuit: Option<ApiCircuit>,
     pub database_error: Option<String>,
     pub queues: Option<Vec<QueueRow>>,
     pub queues_error: Option<String>,
+}
+
+/// The consumers' view of the API: how many hold their jobs because it fails for everything.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ApiCircuit {
+    /// Consumers with an open circuit (a live one refreshes its row every 10 s).
+    pub open_consumers: i64,
+    /// Which consumers, as `pokeq-consumer@<host>:<pid>`.
+    pub processes: Vec<String>,
+    /// When the first of them opened, ISO 8601 UTC.
+    pub since: Option<String>,
+    pub seconds_open: Option<u64>,
+    /// The latest failure one of them saw.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -209,9 +225,9 @@ impl Sources<'_> {
             database_part(common, &mut self.store),
             queue_part(&self.management, &topology),
         );
-        let (items, producer_run, database_error) = match database {
-            Ok((items, run)) => (Some(items), run, None),
-            Err(error) => (None, None, Some(error)),
+        let (items, producer_run, api_circuit, database_error) = match database {
+            Ok((items, run, circuit)) => (Some(items), run, Some(circuit), None),
+            Err(error) => (None, None, None, Some(error)),
         };
         let (queues, queues_error) = match queues {
             Ok(queues) => (Some(queues), None),
@@ -223,6 +239,7 @@ impl Sources<'_> {
             at: now(),
             items,
             producer_run,
+            api_circuit,
             database_error,
             queues,
             queues_error,
@@ -233,7 +250,7 @@ impl Sources<'_> {
 async fn database_part(
     common: &Common,
     store: &mut Option<Store>,
-) -> Result<(Items, Option<ProducerRun>), String> {
+) -> Result<(Items, Option<ProducerRun>, ApiCircuit), String> {
     let work = async {
         if store.is_none() {
             *store = Some(crate::open_store(common).await?);
@@ -254,6 +271,7 @@ async fn database_part(
             .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
             .collect();
         let run = producer_run(&client).await?;
+        let circuit = api_circuit(&client).await?;
         let items = Items {
             total: counts.pending + counts.queued + counts.done + counts.failed,
             pending: counts.pending,
@@ -262,7 +280,7 @@ async fn database_part(
             failed: counts.failed,
             failed_by_kind,
         };
-        Ok((items, run))
+        Ok((items, run, circuit))
     };
     match tokio::time::timeout(DATABASE_TIMEOUT, work).await {
         Ok(Ok(part)) => Ok(part),
@@ -311,6 +329,32 @@ async fn producer_run(client: &tokio_postgres::Client) -> anyhow::Result<Option<
         finished_at: row.get(11),
         seconds_since_update: row.get::<_, f64>(12) as u64,
     }))
+}
+
+/// Consumers whose API circuit is open now (rows older than three refreshes belong to
+/// processes that are gone). An empty answer on a schema that predates the table.
+async fn api_circuit(client: &tokio_postgres::Client) -> anyhow::Result<ApiCircuit> {
+    const ISO: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS"Z"'"#;
+    let sql = format!(
+        "select process, to_char(since at time zone 'UTC', {ISO}),
+                greatest(extract(epoch from now() - since), 0)::float8, error
+         from api_circuit where updated_at > now() - interval '30 seconds'
+         order by since, updated_at desc"
+    );
+    let rows = match client.query(&sql, &[]).await {
+        Ok(rows) => rows,
+        Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+            return Ok(ApiCircuit::default());
+        }
+        Err(error) => return Err(error).context("reading the API circuit"),
+    };
+    Ok(ApiCircuit {
+        open_consumers: rows.len() as i64,
+        processes: rows.iter().map(|row| row.get(0)).collect(),
+        since: rows.first().map(|row| row.get(1)),
+        seconds_open: rows.first().map(|row| row.get::<_, f64>(2) as u64),
+        last_error: rows.first().map(|row| row.get(3)),
+    })
 }
 
 async fn queue_part(management: &Management, topology: &Topology) -> Result<Vec<QueueRow>, String> {
@@ -403,6 +447,10 @@ pub fn render(report: &Report, common: &Common) -> String {
         )),
     }
 
+    if let Some(circuit) = &report.api_circuit {
+        text.push_str(&render_circuit(circuit));
+    }
+
     text.push_str("\nQueues\n");
     match (&report.queues, &report.queues_error) {
         (Some(queues), _) => {
@@ -483,6 +531,23 @@ pub fn render(report: &Report, common: &Common) -> String {
         }
         (None, None) => text.push_str("  none recorded\n"),
         (None, Some(_)) => text.push_str("  unavailable (database)\n"),
+    }
+    text
+}
+
+fn render_circuit(circuit: &ApiCircuit) -> String {
+    if circuit.open_consumers == 0 {
+        return "\nAPI circuit: closed (the API answers)\n".to_owned();
+    }
+    let mut text = format!(
+        "\nAPI circuit: OPEN in {} consumer{} since {} ({}): jobs wait, probing once a second\n",
+        circuit.open_consumers,
+        if circuit.open_consumers == 1 { "" } else { "s" },
+        circuit.since.as_deref().unwrap_or("?"),
+        age(circuit.seconds_open.unwrap_or(0)),
+    );
+    if let Some(error) = &circuit.last_error {
+        text.push_str(&format!("  last failure: {error}\n"));
     }
     text
 }

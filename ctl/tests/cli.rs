@@ -140,6 +140,48 @@ async fn status_json_reports_items_queues_and_the_last_producer_run() {
 }
 
 #[tokio::test]
+async fn status_says_which_consumers_wait_for_the_api() {
+    let env = TestEnv::start().await;
+    let text = env.pokeq(&["status"], None).await;
+    assert!(text.out.contains("API circuit: closed"), "{}", text.out);
+
+    // What a consumer records when its circuit opens (see consumer/src/circuit.rs).
+    let since = job::unix_millis() - 42_000;
+    env.store
+        .record_circuit(
+            "pokeq-consumer@host-a:7",
+            Some((since, "connection failed: connection refused")),
+        )
+        .await
+        .expect("recorded");
+    let text = env.pokeq(&["status"], None).await;
+    assert!(
+        text.out.contains("API circuit: OPEN in 1 consumer since"),
+        "{}",
+        text.out
+    );
+    assert!(text.out.contains("connection refused"), "{}", text.out);
+    let json = env.pokeq(&["status", "--json"], None).await;
+    let report: Value = serde_json::from_str(&json.out).expect("json");
+    assert_eq!(report["api_circuit"]["open_consumers"], 1);
+    assert_eq!(
+        report["api_circuit"]["processes"][0],
+        "pokeq-consumer@host-a:7"
+    );
+    assert!(report["api_circuit"]["seconds_open"].as_u64() >= Some(41));
+
+    // Closed again: the row goes.
+    env.store
+        .record_circuit("pokeq-consumer@host-a:7", None)
+        .await
+        .expect("recorded");
+    let json = env.pokeq(&["status", "--json"], None).await;
+    let report: Value = serde_json::from_str(&json.out).expect("json");
+    assert_eq!(report["api_circuit"]["open_consumers"], 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn status_without_management_api_prints_the_database_part_and_fails() {
     let env = TestEnv::start().await;
     env.seed_items(&[(1, "done", None, None)]).await;

@@ -18,6 +18,11 @@ pub struct StubConfig {
     /// Fraction (0..=1) of detail requests that get a transient fault (429, 503 or a dropped
     /// body), decided deterministically from seed, id and the request number for that id.
     pub fault_rate: f64,
+    /// Share (0..=1) of ids, chosen deterministically from seed and id, whose first
+    /// `flaky_times` detail requests answer 503 (without `Retry-After`): a flaky backend behind
+    /// a healthy API.
+    pub flaky_share: f64,
+    pub flaky_times: u32,
     /// Faults for specific ids; they take precedence over `fault_rate`.
     pub faults: HashMap<i32, FaultRule>,
     /// Serve the real payloads in `<dir>/pokemon/*.json` (cycled over the ids) instead of
@@ -33,6 +38,8 @@ impl Default for StubConfig {
             seed: 1,
             latency: Duration::ZERO,
             fault_rate: 0.0,
+            flaky_share: 0.0,
+            flaky_times: 0,
             faults: HashMap::new(),
             samples_dir: None,
         }

@@ -127,6 +127,19 @@ pub(crate) fn rate_fault(seed: u64, id: i32, n: u32, rate: f64) -> Option<FaultK
     })
 }
 
+/// Salt of the choice of flaky ids.
+const FLAKY_STREAM: u64 = 0xF1A4;
+
+/// The 503 for request number `n` (0-based) of `id` if `id` is among the `share` of flaky ids
+/// and has not yet failed `times` times.
+pub(crate) fn flaky_fault(seed: u64, id: i32, n: u32, share: f64, times: u32) -> Option<FaultKind> {
+    if share.is_nan() || share <= 0.0 || n >= times {
+        return None;
+    }
+    let h = hash3(seed ^ FLAKY_STREAM, id as u32 as u64, 0);
+    (unit_from(h) < share).then_some(FaultKind::ServerError(503))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +158,22 @@ mod tests {
         }
         table.set(7, None);
         assert_eq!(table.take(7), None);
+    }
+
+    #[test]
+    fn flaky_ids_fail_their_first_requests_only() {
+        let flaky: Vec<i32> = (1..=2000)
+            .filter(|&id| flaky_fault(1, id, 0, 0.15, 2).is_some())
+            .collect();
+        assert!((240..360).contains(&flaky.len()), "{}", flaky.len());
+        for &id in &flaky {
+            assert_eq!(
+                flaky_fault(1, id, 1, 0.15, 2),
+                Some(FaultKind::ServerError(503))
+            );
+            assert_eq!(flaky_fault(1, id, 2, 0.15, 2), None, "the third succeeds");
+        }
+        assert!((1..=100).all(|id| flaky_fault(1, id, 0, 0.0, 2).is_none()));
     }
 
     #[test]

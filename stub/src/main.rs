@@ -31,6 +31,14 @@ struct Args {
     #[arg(long, env = "STUB_FAULT_RATE", default_value_t = 0.0,
           value_parser = parse_fault_rate)]
     fault_rate: f64,
+    /// Share (0..=1) of ids whose first --flaky-times requests answer 503, as a flaky backend
+    /// behind a healthy API would.
+    #[arg(long, env = "STUB_FLAKY_SHARE", default_value_t = 0.0,
+          value_parser = parse_fault_rate)]
+    flaky_share: f64,
+    /// Requests of each flaky id that fail before it succeeds.
+    #[arg(long, env = "STUB_FLAKY_TIMES", default_value_t = 2)]
+    flaky_times: u32,
     /// <id>:<kind>[:<times>], kind one of 404, 429, 500-599, malformed, drop, slow[=<dur>],
     /// wrong-id. Repeatable (comma-separated in the env var).
     #[arg(long = "fault", env = "STUB_FAULTS", value_name = "ID:KIND[:TIMES]",
@@ -55,6 +63,8 @@ async fn main() -> anyhow::Result<()> {
         seed: args.seed,
         latency: args.latency,
         fault_rate: args.fault_rate,
+        flaky_share: args.flaky_share,
+        flaky_times: args.flaky_times,
         faults: args.faults.into_iter().collect::<HashMap<_, _>>(),
         samples_dir: args.samples_dir,
     };

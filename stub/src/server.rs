@@ -41,6 +41,8 @@ struct AppState {
     counters: Counters,
     latency: Duration,
     fault_rate: f64,
+    flaky_share: f64,
+    flaky_times: u32,
     seed: u64,
     /// Used in list URLs when a request has no usable Host header.
     fallback_host: String,
@@ -82,6 +84,8 @@ pub async fn spawn(config: StubConfig, addr: SocketAddr) -> anyhow::Result<StubH
         faults: FaultTable::new(config.faults),
         latency: config.latency,
         fault_rate: config.fault_rate,
+        flaky_share: config.flaky_share,
+        flaky_times: config.flaky_times,
         seed: config.seed,
         fallback_host: reachable(addr).to_string(),
     });
@@ -256,7 +260,10 @@ async fn detail(
     let fault = state
         .faults
         .take(id)
-        .or_else(|| faults::rate_fault(state.seed, id, number, state.fault_rate));
+        .or_else(|| faults::rate_fault(state.seed, id, number, state.fault_rate))
+        .or_else(|| {
+            faults::flaky_fault(state.seed, id, number, state.flaky_share, state.flaky_times)
+        });
     let Some(kind) = fault else {
         let tag = etag(state.seed, id);
         // A conditional request for what the client already has: 304, no body.
