@@ -91,10 +91,11 @@ pub struct Cli {
     #[arg(long, env = "POKEQ_PATIENCE", default_value = "5m", value_parser = parse_duration)]
     pub patience: Duration,
 
-    /// Address of /metrics, /healthz and /readyz, or `off`.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9000",
-          value_parser = metrics::parse_addr)]
-    pub metrics_addr: metrics::Endpoint,
+    /// Address of /metrics, /healthz and /readyz (host:port), or `off` [default: 0.0.0.0:9000,
+    /// or a free port when another process on the host has it; an address set here must be
+    /// free].
+    #[arg(long, env = "METRICS_ADDR", value_parser = metrics::parse_addr)]
+    pub metrics_addr: Option<metrics::Endpoint>,
 }
 
 /// The consumer's validated settings.
@@ -108,8 +109,12 @@ pub struct Config {
     pub politeness: Politeness,
     pub shutdown_grace: Duration,
     pub patience: Duration,
-    pub metrics_addr: Option<SocketAddr>,
+    pub metrics_addr: metrics::Listen,
 }
+
+/// Where a consumer serves its endpoints unless told otherwise.
+pub const DEFAULT_METRICS_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9000);
 
 impl Cli {
     pub fn validate(&self) -> Result<Config, ConfigError> {
@@ -127,7 +132,7 @@ impl Cli {
             },
             shutdown_grace: self.shutdown_grace,
             patience: self.patience,
-            metrics_addr: self.metrics_addr.0,
+            metrics_addr: metrics::Listen::resolve(self.metrics_addr, Some(DEFAULT_METRICS_ADDR))?,
         })
     }
 }
@@ -136,7 +141,13 @@ impl Cli {
 /// finish within the grace period, and returns. A lost broker is reconnected; only a broker
 /// unreachable for longer than `patience` ends the run with an error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let health = metrics::serve_health(config.metrics_addr, &shutdown).await?;
+    let (health, metrics_at) = metrics::serve_health(config.metrics_addr, &shutdown).await?;
+    tracing::info!(
+        process = %process_name(),
+        metrics = %metrics_at.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        version = env!("CARGO_PKG_VERSION"),
+        "consumer starting"
+    );
     let opening = Store::open_patiently(
         &config.common.database,
         &config.common.database_url,

@@ -88,7 +88,7 @@ pub struct Config {
     pub refresh: bool,
     pub http: ClientOptions,
     pub politeness: Politeness,
-    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub metrics_addr: metrics::Listen,
 }
 
 impl Cli {
@@ -105,7 +105,7 @@ impl Cli {
                 timeout: self.http_timeout,
                 ..ClientOptions::default()
             },
-            metrics_addr: self.metrics_addr.0,
+            metrics_addr: metrics::Listen::resolve(Some(self.metrics_addr), None)?,
         })
     }
 }
@@ -154,7 +154,7 @@ struct Producer {
 /// Runs once: plan, list, publish, and return when every publish is confirmed. A cancelled
 /// `shutdown` stops starting pages and fails the run once those in flight are settled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Summary> {
-    let health = metrics::serve_health(config.metrics_addr, &shutdown).await?;
+    let (health, _) = metrics::serve_health(config.metrics_addr, &shutdown).await?;
     let opening = Store::open_patiently(
         &config.common.database,
         &config.common.database_url,

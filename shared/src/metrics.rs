@@ -108,32 +108,96 @@ pub fn recorder() -> &'static PrometheusHandle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint(pub Option<SocketAddr>);
 
-/// Parses a `METRICS_ADDR` value: an address, or `off` for no endpoint.
+/// Parses a `METRICS_ADDR` value: `host:port` (a name such as `localhost:9999` is resolved
+/// once, now), or `off` for no endpoint.
 pub fn parse_addr(text: &str) -> Result<Endpoint, String> {
     if text.eq_ignore_ascii_case("off") || text.is_empty() {
         return Ok(Endpoint(None));
     }
-    text.parse()
-        .map(|addr| Endpoint(Some(addr)))
-        .map_err(|e| format!("{text:?} is not host:port or `off`: {e}"))
+    if let Ok(addr) = text.parse() {
+        return Ok(Endpoint(Some(addr)));
+    }
+    use std::net::ToSocketAddrs;
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .map(|addr| Endpoint(Some(addr)))
+            .ok_or_else(|| format!("{text:?} resolves to no address")),
+        Err(e) => Err(format!("{text:?} is not host:port or `off`: {e}")),
+    }
+}
+
+/// Where a binary serves its endpoints: an address the user chose, which must be bound or the
+/// start fails (exit 2), or the default, which yields to another process on the same host by
+/// taking a free port instead (so `consumer & consumer &` works).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: Option<SocketAddr>,
+    /// The address is the default: when it is taken, serve on a free port of the same IP.
+    pub fallback: bool,
+}
+
+impl Listen {
+    /// `chosen` if the user set `METRICS_ADDR`/`--metrics-addr`, else `default`. A chosen
+    /// address that cannot be bound now is a configuration error.
+    pub fn resolve(
+        chosen: Option<Endpoint>,
+        default: Option<SocketAddr>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let Some(Endpoint(addr)) = chosen else {
+            return Ok(Self {
+                addr: default,
+                fallback: true,
+            });
+        };
+        if let Some(addr) = addr
+            && addr.port() != 0
+            && let Err(error) = std::net::TcpListener::bind(addr)
+        {
+            return Err(crate::config::ConfigError::new(
+                "METRICS_ADDR",
+                &addr.to_string(),
+                format!("cannot listen there: {error}"),
+            ));
+        }
+        Ok(Self {
+            addr,
+            fallback: false,
+        })
+    }
+}
+
+/// A binary's health, its endpoint served as `listen` says unless that is off; with the bound
+/// address, if any.
+pub async fn serve_health(
+    listen: Listen,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Arc<Health>, Option<SocketAddr>)> {
+    let health = Arc::new(Health::default());
+    let Some(addr) = listen.addr else {
+        return Ok((health, None));
+    };
+    let bound = match serve(addr, Arc::clone(&health), shutdown.child_token()).await {
+        Err(error) if listen.fallback && error.kind() == std::io::ErrorKind::AddrInUse => {
+            let free = SocketAddr::new(addr.ip(), 0);
+            let bound = serve(free, Arc::clone(&health), shutdown.child_token())
+                .await
+                .with_context(|| format!("cannot serve metrics on {free}"))?;
+            tracing::warn!(
+                taken = %addr,
+                %bound,
+                "the default metrics address is taken (another process on this host); serving \
+                 /metrics, /healthz and /readyz on a free port instead"
+            );
+            bound
+        }
+        result => result.with_context(|| format!("cannot serve metrics on {addr}"))?,
+    };
+    Ok((health, Some(bound)))
 }
 
 /// Binds `addr` and serves the three endpoints until `shutdown`; returns the bound address
 /// (useful with port 0).
-/// A binary's health, its endpoint served on `addr` unless that is off (`None`).
-pub async fn serve_health(
-    addr: Option<SocketAddr>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Arc<Health>> {
-    let health = Arc::new(Health::default());
-    if let Some(addr) = addr {
-        serve(addr, Arc::clone(&health), shutdown.child_token())
-            .await
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
-    }
-    Ok(health)
-}
-
 pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
@@ -188,5 +252,50 @@ async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str)
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_may_be_names_numbers_or_off() {
+        assert_eq!(parse_addr("off"), Ok(Endpoint(None)));
+        assert_eq!(
+            parse_addr("127.0.0.1:9999"),
+            Ok(Endpoint(Some("127.0.0.1:9999".parse().unwrap())))
+        );
+        let named = parse_addr("localhost:9999").expect("a host name is accepted");
+        assert!(
+            named
+                .0
+                .is_some_and(|a| a.port() == 9999 && a.ip().is_loopback())
+        );
+        assert!(parse_addr("9999").is_err());
+        assert!(parse_addr("no-such-host.invalid:1").is_err());
+    }
+
+    #[test]
+    fn a_chosen_address_must_be_free_the_default_may_fall_back() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = holder.local_addr().unwrap();
+        let error = Listen::resolve(Some(Endpoint(Some(taken))), None).unwrap_err();
+        assert_eq!(error.setting, "METRICS_ADDR");
+        let default = Listen::resolve(None, Some(taken)).unwrap();
+        assert!(default.fallback);
+    }
+
+    #[tokio::test]
+    async fn the_default_address_taken_gives_a_free_port() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = holder.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let listen = Listen::resolve(None, Some(taken)).unwrap();
+        let (_, bound) = serve_health(listen, &shutdown).await.unwrap();
+        let bound = bound.unwrap();
+        assert_ne!(bound.port(), taken.port());
+        assert_eq!(bound.ip(), taken.ip());
+        shutdown.cancel();
     }
 }
