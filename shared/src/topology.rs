@@ -262,18 +262,18 @@ impl Topology {
             Declaration::Binding { queue, .. } => ("binding of queue", queue),
         };
         Some(match refusal {
-            // RabbitMQ names the first argument that differs.
-            Refusal::PreconditionFailed if message.contains("'x-queue-type'") => {
-                Misconfigured::new(
-                    "POKEQ_QUEUE_TYPE",
-                    self.queue_type.as_str(),
-                    format!(
-                        "{what} {name} exists with another type ({message}); set \
-                         POKEQ_QUEUE_TYPE to its type, use another POKEQ_PREFIX, or delete it \
-                         (with its messages)"
-                    ),
-                )
-            }
+            // Only the jobs queue's type is a setting. RabbitMQ names one argument that differs,
+            // not necessarily the type, so the advice covers both.
+            Refusal::PreconditionFailed if *name == self.jobs() => Misconfigured::new(
+                "POKEQ_QUEUE_TYPE",
+                self.queue_type.as_str(),
+                format!(
+                    "{what} {name} exists with other arguments than pokeq's {} jobs queue \
+                     ({message}); if it is of the other type, set POKEQ_QUEUE_TYPE to match it, \
+                     else use another POKEQ_PREFIX or delete the queue (with its messages)",
+                    self.queue_type.as_str()
+                ),
+            ),
             Refusal::PreconditionFailed => Misconfigured::new(
                 "POKEQ_PREFIX",
                 &self.prefix,
