@@ -31,6 +31,7 @@ use lapin::{Channel, Connection};
 use pokeq_shared::broker;
 use pokeq_shared::circuit::Circuit;
 use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_byte_size, parse_duration};
+use pokeq_shared::exit;
 use pokeq_shared::job::{self, ErrorKind, Job};
 use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pokeapi::{ClientOptions, PokeApi};
@@ -87,7 +88,8 @@ pub struct Cli {
 
     /// How long to keep trying to reach RabbitMQ or Postgres while they are away (at start, or
     /// RabbitMQ after losing it) before exiting 1. A database lost mid-run is waited for
-    /// without limit, the jobs in hand held unacknowledged.
+    /// without limit, the jobs in hand held unacknowledged. A refused login, vhost, right or
+    /// queue declaration is not waited for: it exits 2 at once.
     #[arg(long, env = "POKEQ_PATIENCE", default_value = "5m", value_parser = parse_duration)]
     pub patience: Duration,
 
@@ -139,7 +141,8 @@ impl Cli {
 
 /// Consumes until `shutdown` is cancelled, then stops taking deliveries, lets in-flight jobs
 /// finish within the grace period, and returns. A lost broker is reconnected; only a broker
-/// unreachable for longer than `patience` ends the run with an error.
+/// unreachable for longer than `patience`, or one that refuses a setting, ends the run with an
+/// error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (health, metrics_at) = metrics::serve_health(config.metrics_addr, &shutdown).await?;
     tracing::info!(
@@ -207,6 +210,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         health.set_broker(false);
         if shutdown.is_cancelled() {
             return Ok(());
+        }
+        if exit::misconfiguration(&error).is_some() {
+            // A refused login, vhost or declaration stays refused however long we wait.
+            return Err(error);
         }
         if started.elapsed() > Duration::from_secs(30) {
             // The session was healthy for a while: this is a new outage, start over.

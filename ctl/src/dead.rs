@@ -373,7 +373,7 @@ impl Session {
         topology
             .declare(&channel)
             .await
-            .context("declaring the RabbitMQ topology (is POKEQ_QUEUE_TYPE right?)")?;
+            .context("cannot declare the RabbitMQ topology")?;
         Ok(Self {
             connection,
             channel,

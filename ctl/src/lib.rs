@@ -84,12 +84,14 @@ impl Cli {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// The contract's exit status for an error `run` returned: 2 for a refused request, else 1.
+/// The contract's exit status for an error `run` returned: 2 for a refused request or a setting
+/// RabbitMQ, its management API or Postgres refused (as in every binary, see
+/// [`exit::code`]), else 1.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<UsageError>().is_some() {
         exit::CONFIG
     } else {
-        exit::FAILURE
+        exit::code(error)
     }
 }
 

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
-use pokeq_shared::config::{ConfigError, mask_url};
+use pokeq_shared::config::{ConfigError, Misconfigured, mask_url};
 use serde::Deserialize;
 use url::Url;
 
@@ -136,6 +136,28 @@ pub enum ManagementError {
     },
     #[error("unexpected answer from the RabbitMQ management API at {url}: {reason}")]
     Decode { url: String, reason: String },
+}
+
+impl ManagementError {
+    /// The setting to blame when the API refused the request rather than failed: a user or
+    /// password it does not accept (401), or a vhost or base path it does not know (404).
+    pub fn misconfiguration(&self, config: &ManagementConfig) -> Option<Misconfigured> {
+        let ManagementError::Status { status, .. } = self else {
+            return None;
+        };
+        let reason = match status {
+            401 => "the management API refused the user or password (HTTP 401); check them, and \
+                    that the user has the monitoring, management or administrator tag"
+                .to_owned(),
+            404 => format!(
+                "the management API knows no vhost {:?} (HTTP 404); check the vhost of AMQP_URL, \
+                 and that MANAGEMENT_URL is the API's base URL",
+                config.vhost
+            ),
+            _ => return None,
+        };
+        Some(Misconfigured::new("MANAGEMENT_URL", &config.shown, reason))
+    }
 }
 
 /// One queue's figures. A figure is `None` when the broker has not published statistics for the

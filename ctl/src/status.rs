@@ -3,7 +3,8 @@
 //! Item counts and the producer's progress come from Postgres; queue depths and consumer counts
 //! from the RabbitMQ management API. Either source may be down while the other answers, and an
 //! operator needs whatever is known at that moment most, so each part is collected on its own,
-//! printed if it could be, and a missing part is named with the reason (exit 1 at the end).
+//! printed if it could be, and a missing part is named with the reason (exit 1 at the end, or 2
+//! if the part is missing because a source refused a setting, such as a wrong password).
 //!
 //! Status only reads: it does not declare the topology, so a mistyped prefix shows queues that
 //! are "not declared" instead of creating them.
@@ -13,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
-use pokeq_shared::config::{Common, ConfigError, parse_duration};
+use pokeq_shared::config::{Common, ConfigError, Misconfigured, parse_duration};
+use pokeq_shared::exit;
 use pokeq_shared::job::RESOURCE;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
@@ -85,6 +87,25 @@ pub struct Report {
     pub database_error: Option<String>,
     pub queues: Option<Vec<QueueRow>>,
     pub queues_error: Option<String>,
+    /// A setting a source refused: waiting will not bring that part back, so `status` ends
+    /// with exit 2 after printing the report.
+    #[serde(skip)]
+    pub misconfigured: Option<Misconfigured>,
+}
+
+/// Why a part of the report is missing: the reason shown, and the refused setting if that is it.
+struct Missing {
+    reason: String,
+    misconfigured: Option<Misconfigured>,
+}
+
+impl Missing {
+    fn outage(reason: String) -> Self {
+        Self {
+            reason,
+            misconfigured: None,
+        }
+    }
 }
 
 /// The consumers' view of the API: how many hold their jobs because it fails for everything.
@@ -172,6 +193,9 @@ pub async fn run(
         } else {
             write!(console.out, "{}", render(&report, common))?;
         }
+        if let Some(refused) = report.misconfigured {
+            return Err(anyhow::Error::new(refused).context("status incomplete"));
+        }
         return match (&report.database_error, &report.queues_error) {
             (None, None) => Ok(()),
             (Some(db), None) => anyhow::bail!("status incomplete: database unavailable: {db}"),
@@ -205,6 +229,9 @@ pub async fn run(
             }
         }
         console.out.flush()?;
+        if let Some(refused) = report.misconfigured {
+            return Err(anyhow::Error::new(refused).context("status stopped"));
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
@@ -225,13 +252,20 @@ impl Sources<'_> {
             database_part(common, &mut self.store),
             queue_part(&self.management, &topology),
         );
+        let mut misconfigured = None;
         let (items, producer_run, api_circuit, database_error) = match database {
             Ok((items, run, circuit)) => (Some(items), run, Some(circuit), None),
-            Err(error) => (None, None, None, Some(error)),
+            Err(missing) => {
+                misconfigured = missing.misconfigured;
+                (None, None, None, Some(missing.reason))
+            }
         };
         let (queues, queues_error) = match queues {
             Ok(queues) => (Some(queues), None),
-            Err(error) => (None, Some(error)),
+            Err(missing) => {
+                misconfigured = misconfigured.or(missing.misconfigured);
+                (None, Some(missing.reason))
+            }
         };
         Report {
             prefix: common.prefix.clone(),
@@ -243,6 +277,7 @@ impl Sources<'_> {
             database_error,
             queues,
             queues_error,
+            misconfigured,
         }
     }
 }
@@ -250,7 +285,7 @@ impl Sources<'_> {
 async fn database_part(
     common: &Common,
     store: &mut Option<Store>,
-) -> Result<(Items, Option<ProducerRun>, ApiCircuit), String> {
+) -> Result<(Items, Option<ProducerRun>, ApiCircuit), Missing> {
     let work = async {
         if store.is_none() {
             *store = Some(crate::open_store(common).await?);
@@ -287,13 +322,16 @@ async fn database_part(
         Ok(Err(error)) => {
             // A pool whose database went away is rebuilt on the next refresh.
             *store = None;
-            Err(format!("{error:#}"))
+            Err(Missing {
+                misconfigured: exit::misconfiguration(&error).cloned(),
+                reason: format!("{error:#}"),
+            })
         }
         Err(_) => {
             *store = None;
-            Err(format!(
+            Err(Missing::outage(format!(
                 "no answer from Postgres within {DATABASE_TIMEOUT:?}"
-            ))
+            )))
         }
     }
 }
@@ -357,11 +395,17 @@ async fn api_circuit(client: &tokio_postgres::Client) -> anyhow::Result<ApiCircu
     })
 }
 
-async fn queue_part(management: &Management, topology: &Topology) -> Result<Vec<QueueRow>, String> {
+async fn queue_part(
+    management: &Management,
+    topology: &Topology,
+) -> Result<Vec<QueueRow>, Missing> {
     let found = management
         .queues(&topology.prefix)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Missing {
+            misconfigured: e.misconfiguration(management.config()),
+            reason: e.to_string(),
+        })?;
     Ok(queue_rows(topology, found))
 }
 

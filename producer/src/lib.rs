@@ -380,6 +380,11 @@ impl Producer {
             }
             match failed {
                 None => break,
+                Some(error) if error.is_misconfigured() => {
+                    // A reconnect the broker refused (a password changed, a queue redeclared
+                    // differently) stays refused: no point in the remaining tries.
+                    return Err(error.into());
+                }
                 Some(error) => {
                     unconfirmed.retain(|job| !confirmed.contains(&job.id));
                     let Some(wait) = delays.next() else {

@@ -5,11 +5,12 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::{LongString, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use crate::config::mask_url;
+use crate::config::{Misconfigured, mask_url};
 
 /// Longest wait for one TCP + AMQP handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,10 +43,70 @@ pub enum BrokerError {
     },
     #[error("no confirm from the broker within {0:?}")]
     ConfirmTimeout(Duration),
+    /// RabbitMQ refused a setting: retrying cannot help, the binary exits 2.
+    #[error(transparent)]
+    Misconfigured(#[from] Misconfigured),
+}
+
+impl BrokerError {
+    /// Whether RabbitMQ refused a setting rather than failed: not worth a retry.
+    pub fn is_misconfigured(&self) -> bool {
+        matches!(self, BrokerError::Misconfigured(_))
+    }
+}
+
+/// A refusal that waiting does not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `ACCESS_REFUSED`: a login with a wrong user or password, or rights the user lacks.
+    AccessRefused,
+    /// `NOT_ALLOWED`: a vhost that does not exist or that the user may not use.
+    NotAllowed,
+    /// `PRECONDITION_FAILED`: on a declare, a queue or exchange that exists with other
+    /// arguments or type.
+    PreconditionFailed,
+}
+
+/// The refusal in `error`, with the broker's message, or `None` for anything else (I/O errors,
+/// timeouts, a broker shutting down), which an outage explains. RabbitMQ closes the connection
+/// or the channel with these codes. lapin 4 reports them all as protocol errors, a refused login
+/// included (seen against RabbitMQ 3.10: `ACCESS_REFUSED - Login was refused using
+/// authentication mechanism PLAIN`), because it asks for `authentication_failure_close`; without
+/// that capability the broker would drop the socket and a bad password would look like an
+/// outage.
+pub fn refusal(error: &lapin::Error) -> Option<(Refusal, String)> {
+    let lapin::ErrorKind::ProtocolError(amqp) = error.kind() else {
+        return None;
+    };
+    let refusal = match amqp.kind() {
+        AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => Refusal::AccessRefused,
+        AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => Refusal::NotAllowed,
+        AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => Refusal::PreconditionFailed,
+        _ => return None,
+    };
+    Some((refusal, amqp.get_message().to_string()))
+}
+
+/// What a refusal of the connection itself means for `AMQP_URL` (`url`), or `None` if `error`
+/// is no refusal.
+fn refused_connection(url: &str, error: &lapin::Error) -> Option<Misconfigured> {
+    let (refusal, message) = refusal(error)?;
+    let reason = match refusal {
+        Refusal::AccessRefused => {
+            format!("RabbitMQ refused the login ({message}); check the user name and password")
+        }
+        Refusal::NotAllowed => format!(
+            "RabbitMQ refused the virtual host ({message}); check that the vhost (the URL's \
+             path, %2f for /) exists and that the user has rights on it"
+        ),
+        Refusal::PreconditionFailed => format!("RabbitMQ refused the connection ({message})"),
+    };
+    Some(Misconfigured::new("AMQP_URL", url, reason))
 }
 
 /// Connects once, within [`CONNECT_TIMEOUT`]. An `amqps://` URL is verified against the
-/// system's roots plus `extra_ca` (PEM). The error shows the URL with its password masked.
+/// system's roots plus `extra_ca` (PEM). The error shows the URL with its password masked; a
+/// refused login or vhost is [`BrokerError::Misconfigured`].
 pub async fn connect_once(
     url: &str,
     name: &str,
@@ -69,7 +130,10 @@ pub async fn connect_once(
     let connecting = Connection::connect_uri_with_config(uri, properties, tls, runtime);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(error)) => Err(failed(error.to_string())),
+        Ok(Err(error)) => Err(match refused_connection(url, &error) {
+            Some(refused) => refused.into(),
+            None => failed(error.to_string()),
+        }),
         Err(_) => Err(failed(format!("no answer within {CONNECT_TIMEOUT:?}"))),
     }
 }
@@ -94,7 +158,8 @@ pub async fn close(connection: &Connection) {
 }
 
 /// Connects, retrying with capped exponential backoff for about a minute: a broker that is still
-/// starting (compose, Kubernetes) is a normal condition, not a failure.
+/// starting (compose, Kubernetes) is a normal condition, not a failure. A refused login or vhost
+/// is returned at once.
 pub async fn connect(
     url: &str,
     name: &str,
@@ -107,6 +172,7 @@ pub async fn connect(
         .with_jitter();
     (|| connect_once(url, name, extra_ca))
         .retry(backoff)
+        .when(|error| !error.is_misconfigured())
         .notify(|error, wait| tracing::warn!(%error, ?wait, "RabbitMQ not reachable yet"))
         .await
 }

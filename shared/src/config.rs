@@ -27,6 +27,40 @@ impl ConfigError {
     }
 }
 
+/// A setting that validated but that RabbitMQ or Postgres refused: a wrong user or password, a
+/// missing vhost, missing rights, a queue that exists with other arguments. Unlike an outage,
+/// waiting does not cure it, so no retry loop waits for it and every binary exits 2 with this
+/// text (see [`crate::exit`]). Like [`ConfigError`] it names the setting and shows its value with
+/// any password masked; the reason quotes the service and says what to change.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{setting}{}: {reason}", .value.as_ref().map(|v| format!("={v}")).unwrap_or_default())]
+pub struct Misconfigured {
+    pub setting: &'static str,
+    /// The value, masked; `None` when the refusal does not depend on it alone (rights the
+    /// broker's user lacks, which the broker's message names).
+    pub value: Option<String>,
+    pub reason: String,
+}
+
+impl Misconfigured {
+    pub fn new(setting: &'static str, value: &str, reason: impl fmt::Display) -> Self {
+        Self {
+            setting,
+            value: Some(mask_url(value)),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// For a refusal that the setting's value does not show (see [`Misconfigured::value`]).
+    pub fn of(setting: &'static str, reason: impl fmt::Display) -> Self {
+        Self {
+            setting,
+            value: None,
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// Kind of the work and dead-letter queues. Quorum queues replicate across a RabbitMQ cluster and
 /// enforce a delivery limit; classic ones are for brokers where quorum queues are unwanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -385,5 +419,23 @@ mod tests {
         let error = args.validate().unwrap_err().to_string();
         assert!(error.contains("AMQP_URL"), "{error}");
         assert!(!error.contains("topsecret"), "{error}");
+    }
+
+    #[test]
+    fn refused_setting_names_itself_and_hides_password() {
+        let refused = Misconfigured::new(
+            "DATABASE_URL",
+            "postgres://app:topsecret@db/pokeq",
+            "Postgres refused the login",
+        );
+        assert_eq!(
+            refused.to_string(),
+            "DATABASE_URL=postgres://app:****@db/pokeq: Postgres refused the login"
+        );
+        let rights = Misconfigured::of("AMQP_URL", "the user may not declare queues");
+        assert_eq!(
+            rights.to_string(),
+            "AMQP_URL: the user may not declare queues"
+        );
     }
 }

@@ -4,18 +4,48 @@
 use std::future::Future;
 use std::process::ExitCode;
 
-use crate::config::{ConfigError, LogFormat};
+use crate::broker::BrokerError;
+use crate::config::{ConfigError, LogFormat, Misconfigured};
 use crate::shutdown::{self, CancellationToken};
+use crate::store::StoreError;
 use crate::telemetry;
 
-/// Exit status for a setting that failed validation.
+/// Exit status for a setting that failed validation, or that RabbitMQ or Postgres refused.
 pub const CONFIG: u8 = 2;
 /// Exit status for a runtime failure.
 pub const FAILURE: u8 = 1;
 
+/// The refused setting somewhere in `error`'s chain, however it was wrapped: retry loops ask
+/// this to give up at once, and [`code`] to exit 2.
+pub fn misconfiguration(error: &anyhow::Error) -> Option<&Misconfigured> {
+    error.chain().find_map(|cause| {
+        if let Some(refused) = cause.downcast_ref::<Misconfigured>() {
+            return Some(refused);
+        }
+        match (
+            cause.downcast_ref::<BrokerError>(),
+            cause.downcast_ref::<StoreError>(),
+        ) {
+            (Some(BrokerError::Misconfigured(refused)), _)
+            | (_, Some(StoreError::Misconfigured(refused))) => Some(refused),
+            _ => None,
+        }
+    })
+}
+
+/// The exit status for an error a binary's `run` returned: [`CONFIG`] for a refused setting or
+/// a bad one, else [`FAILURE`].
+pub fn code(error: &anyhow::Error) -> u8 {
+    if misconfiguration(error).is_some() || error.downcast_ref::<ConfigError>().is_some() {
+        CONFIG
+    } else {
+        FAILURE
+    }
+}
+
 /// The body of every binary's `main`: reports a bad setting with exit 2, otherwise sets up
 /// tracing and a runtime, runs `run` with a signal-driven shutdown token, and maps its error to
-/// exit 1 with the whole error chain in the log.
+/// exit 1 with the whole error chain in the log, or to exit 2 if a service refused a setting.
 pub fn main<C, T, F, Fut>(
     binary: &str,
     config: Result<C, ConfigError>,
@@ -79,8 +109,61 @@ where
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "{binary} failed");
-            ExitCode::from(FAILURE)
+            let code = code(&error);
+            if code == CONFIG {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "{binary}: configuration error"
+                );
+            } else {
+                tracing::error!(error = format!("{error:#}"), "{binary} failed");
+            }
+            ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> Misconfigured {
+        Misconfigured::new(
+            "AMQP_URL",
+            "amqp://u:pw@h/%2f",
+            "RabbitMQ refused the login",
+        )
+    }
+
+    #[test]
+    fn a_refused_setting_exits_2_however_it_is_wrapped() {
+        let broker = anyhow::Error::from(BrokerError::Misconfigured(refused()))
+            .context("cannot declare the RabbitMQ topology");
+        let store = anyhow::Error::from(StoreError::Misconfigured(refused())).context("opening");
+        let bare = anyhow::Error::from(refused()).context("reconnecting");
+        for error in [&broker, &store, &bare] {
+            assert_eq!(code(error), CONFIG, "{error:#}");
+            let shown = format!("{error:#}");
+            assert!(shown.contains("AMQP_URL=amqp://u:****@h/%2f"), "{shown}");
+        }
+        assert_eq!(
+            misconfiguration(&broker).map(|m| m.setting),
+            Some("AMQP_URL")
+        );
+    }
+
+    #[test]
+    fn other_failures_exit_1() {
+        let lost = BrokerError::Connect {
+            url: "amqp://h".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            code(&anyhow::Error::from(lost).context("reconnecting")),
+            FAILURE
+        );
+        assert_eq!(code(&anyhow::anyhow!("RabbitMQ unreachable")), FAILURE);
+        let bad = ConfigError::new("POKEQ_PREFIX", "a b", "no spaces");
+        assert_eq!(code(&anyhow::Error::from(bad)), CONFIG);
     }
 }

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::mask_url;
+use crate::config::{Misconfigured, mask_url};
 use crate::job::{ErrorKind, RESOURCE};
 use crate::pokeapi::Validators;
 use crate::transform::Pokemon;
@@ -78,6 +78,69 @@ pub enum StoreError {
     /// A group commit this row was part of failed (the cause is in the text).
     #[error("{0}")]
     Batch(String),
+    /// Postgres refused `DATABASE_URL`'s login or a right pokeq needs: retrying cannot help, the
+    /// binary exits 2.
+    #[error(transparent)]
+    Misconfigured(#[from] Misconfigured),
+}
+
+/// The step of [`Store::open`] a refusal happened in: each needs something else granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Connect,
+    CreateDatabase,
+    Migrate,
+}
+
+/// What Postgres refusing `error` means for `DATABASE_URL` (`url`), or `None` if it did not
+/// refuse: a login refused (class 28: wrong password, unknown user, no `pg_hba.conf` entry, no
+/// LOGIN right) or a right missing (42501). Outages, a server starting or stopping, and a full
+/// server are no refusals.
+fn refused(url: &str, step: Step, error: &tokio_postgres::Error) -> Option<Misconfigured> {
+    let code = error.code()?;
+    let (what, advice) = refusal_advice(code, step)?;
+    Some(Misconfigured::new(
+        "DATABASE_URL",
+        url,
+        format!("Postgres refused {what} ({}); {advice}", describe(error)),
+    ))
+}
+
+/// What was refused and what to do about it, for a refusal's SQLSTATE in `step`.
+fn refusal_advice(code: &SqlState, step: Step) -> Option<(&'static str, &'static str)> {
+    if *code == SqlState::INVALID_PASSWORD {
+        return Some(("the login", "check the user name and password"));
+    }
+    if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+        return Some((
+            "the login",
+            "check the user name, that the role may log in, and that pg_hba.conf admits it \
+             from this host",
+        ));
+    }
+    if *code != SqlState::INSUFFICIENT_PRIVILEGE {
+        return None;
+    }
+    Some(match step {
+        Step::Connect => ("the connection", "grant the user CONNECT on the database"),
+        Step::CreateDatabase => (
+            "to create the database",
+            "create it beforehand with this user as its owner, or grant the user CREATEDB",
+        ),
+        Step::Migrate => (
+            "the migrations",
+            "make the user the owner of the database (or let it create tables in its schema), \
+             or migrate once as a user who may (`pokeq migrate`)",
+        ),
+    })
+}
+
+/// Whether a connection that failed may succeed later: no answer at all (refused, timed out,
+/// name not resolved), or a server that is starting, stopping or full.
+fn worth_waiting(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_none_or(|db| {
+        *db.code() == SqlState::CANNOT_CONNECT_NOW || *db.code() == SqlState::TOO_MANY_CONNECTIONS
+    })
 }
 
 /// tokio-postgres says only "db error" for a server-side error; the server's message, code and
@@ -240,30 +303,33 @@ impl Store {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         let tls = crate::tls::postgres_connector(extra_ca).map_err(StoreError::Tls)?;
+        let failed = |step: Step| {
+            move |source: tokio_postgres::Error| match refused(url, step, &source) {
+                Some(refused) => StoreError::Misconfigured(refused),
+                None => StoreError::Connect {
+                    url: mask_url(url),
+                    source,
+                },
+            }
+        };
         let mut client = match connect(&config, &tls).await {
             Ok(client) => client,
             Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
                 create_database(&config, &tls)
                     .await
-                    .map_err(|source| StoreError::Connect {
-                        url: mask_url(url),
-                        source,
-                    })?;
+                    .map_err(failed(Step::CreateDatabase))?;
                 connect(&config, &tls)
                     .await
-                    .map_err(|source| StoreError::Connect {
-                        url: mask_url(url),
-                        source,
-                    })?
+                    .map_err(failed(Step::Connect))?
             }
-            Err(source) => {
-                return Err(StoreError::Connect {
-                    url: mask_url(url),
-                    source,
-                });
-            }
+            Err(source) => return Err(failed(Step::Connect)(source)),
         };
-        migrate(&mut client).await?;
+        migrate(&mut client)
+            .await
+            .map_err(|error| match refused(url, Step::Migrate, &error) {
+                Some(refused) => StoreError::Misconfigured(refused),
+                None => StoreError::Sql(error),
+            })?;
 
         let manager = Manager::from_config(
             config,
@@ -283,7 +349,8 @@ impl Store {
     }
 
     /// [`Store::open`], retried with capped backoff for up to `patience` while the server
-    /// cannot be reached: a database that is still starting (compose, Kubernetes) is normal.
+    /// cannot be reached: a database that is still starting (compose, Kubernetes) is normal. A
+    /// refusal ([`StoreError::Misconfigured`]) or any other error is returned at once.
     pub async fn open_patiently(
         config: &tokio_postgres::Config,
         url: &str,
@@ -296,8 +363,7 @@ impl Store {
         loop {
             match Self::open(config, url, pool_size, extra_ca).await {
                 Err(StoreError::Connect { url, source })
-                    if source.as_db_error().is_none()
-                        && std::time::Instant::now() + wait < deadline =>
+                    if worth_waiting(&source) && std::time::Instant::now() + wait < deadline =>
                 {
                     let error = StoreError::Connect { url, source };
                     tracing::warn!(%error, ?wait, "Postgres not reachable yet");

@@ -5,6 +5,8 @@
 //! `TEST_AMQP_URL`, `TEST_PG_URL` (a server URL without a database name) and
 //! `TEST_MANAGEMENT_URL` point the tests at other services; the defaults are the local ones.
 
+pub mod refusing;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

@@ -11,7 +11,8 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde_json::{Value, json};
 
-use crate::config::{QueueType, format_duration, parse_duration};
+use crate::broker::{BrokerError, Refusal, refusal};
+use crate::config::{Misconfigured, QueueType, format_duration, parse_duration};
 use crate::job::RESOURCE;
 
 /// Deliveries of one message before a quorum jobs queue dead-letters it: the guard against a
@@ -237,54 +238,60 @@ impl Topology {
         list
     }
 
-    /// Declares everything, in an order where each binding's ends already exist.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// Declares everything, in an order where each binding's ends already exist. A declaration
+    /// the broker refuses (one that differs from what exists, or one the user has no right to)
+    /// is [`BrokerError::Misconfigured`], naming the setting to change.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
         for declaration in self.declarations() {
-            match declaration {
-                Declaration::Exchange { name, kind } => {
-                    let kind = match kind {
-                        ExchangeKind::Direct => lapin::ExchangeKind::Direct,
-                        ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
-                    };
-                    channel
-                        .exchange_declare(
-                            ShortString::from(name),
-                            kind,
-                            ExchangeDeclareOptions {
-                                durable: true,
-                                ..ExchangeDeclareOptions::default()
-                            },
-                            FieldTable::default(),
-                        )
-                        .await?;
+            declare_one(channel, &declaration).await.map_err(|error| {
+                match self.refused(&declaration, &error) {
+                    Some(refused) => BrokerError::Misconfigured(refused),
+                    None => BrokerError::Amqp(error),
                 }
-                Declaration::Queue { name, arguments } => {
-                    channel
-                        .queue_declare(
-                            ShortString::from(name),
-                            QueueDeclareOptions::durable(),
-                            field_table(&arguments),
-                        )
-                        .await?;
-                }
-                Declaration::Binding {
-                    exchange,
-                    queue,
-                    routing_key,
-                } => {
-                    channel
-                        .queue_bind(
-                            ShortString::from(queue),
-                            ShortString::from(exchange),
-                            ShortString::from(routing_key),
-                            QueueBindOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await?;
-                }
-            }
+            })?;
         }
         Ok(())
+    }
+
+    /// What a refused `declaration` means for the settings, or `None` if `error` is no refusal.
+    fn refused(&self, declaration: &Declaration, error: &lapin::Error) -> Option<Misconfigured> {
+        let (refusal, message) = refusal(error)?;
+        let (what, name) = match declaration {
+            Declaration::Exchange { name, .. } => ("exchange", name),
+            Declaration::Queue { name, .. } => ("queue", name),
+            Declaration::Binding { queue, .. } => ("binding of queue", queue),
+        };
+        Some(match refusal {
+            // Only the jobs queue's type is a setting. RabbitMQ names one argument that differs,
+            // not necessarily the type, so the advice covers both.
+            Refusal::PreconditionFailed if *name == self.jobs() => Misconfigured::new(
+                "POKEQ_QUEUE_TYPE",
+                self.queue_type.as_str(),
+                format!(
+                    "{what} {name} exists with other arguments than pokeq's {} jobs queue \
+                     ({message}); if it is of the other type, set POKEQ_QUEUE_TYPE to match it, \
+                     else use another POKEQ_PREFIX or delete the queue (with its messages)",
+                    self.queue_type.as_str()
+                ),
+            ),
+            Refusal::PreconditionFailed => Misconfigured::new(
+                "POKEQ_PREFIX",
+                &self.prefix,
+                format!(
+                    "{what} {name} exists with other arguments than pokeq declares ({message}); \
+                     use another POKEQ_PREFIX, or delete it (with its messages) if it is left \
+                     from another version or application"
+                ),
+            ),
+            Refusal::AccessRefused | Refusal::NotAllowed => Misconfigured::of(
+                "AMQP_URL",
+                format!(
+                    "the broker's user may not declare {what} {name} ({message}); grant it \
+                     configure, write and read rights on names starting with {}.",
+                    self.prefix
+                ),
+            ),
+        })
     }
 
     /// Every queue of this topology, for tools that report depths or clean up.
@@ -296,6 +303,51 @@ impl Topology {
                 _ => None,
             })
             .collect()
+    }
+}
+
+async fn declare_one(channel: &Channel, declaration: &Declaration) -> Result<(), lapin::Error> {
+    match declaration {
+        Declaration::Exchange { name, kind } => {
+            let kind = match kind {
+                ExchangeKind::Direct => lapin::ExchangeKind::Direct,
+                ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
+            };
+            channel
+                .exchange_declare(
+                    ShortString::from(name.as_str()),
+                    kind,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+        }
+        Declaration::Queue { name, arguments } => channel
+            .queue_declare(
+                ShortString::from(name.as_str()),
+                QueueDeclareOptions::durable(),
+                field_table(arguments),
+            )
+            .await
+            .map(drop),
+        Declaration::Binding {
+            exchange,
+            queue,
+            routing_key,
+        } => {
+            channel
+                .queue_bind(
+                    ShortString::from(queue.as_str()),
+                    ShortString::from(exchange.as_str()),
+                    ShortString::from(routing_key.as_str()),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        }
     }
 }
 
