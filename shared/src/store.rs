@@ -13,6 +13,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::mask_url;
 use crate::job::{ErrorKind, RESOURCE};
+pub use crate::pgerror::ErrorClass;
+use crate::pgerror::storable;
 use crate::pokeapi::Validators;
 use crate::transform::Pokemon;
 
@@ -75,9 +77,28 @@ pub enum StoreError {
     Build(#[from] deadpool_postgres::BuildError),
     #[error("Postgres TLS setup: {0}")]
     Tls(String),
-    /// A group commit this row was part of failed (the cause is in the text).
-    #[error("{0}")]
-    Batch(String),
+    /// A group commit this row was part of failed (the cause is in the text), or the batcher
+    /// serving it stopped; the class of the cause travels with the text.
+    #[error("{message}")]
+    Batch { message: String, class: ErrorClass },
+}
+
+impl StoreError {
+    /// Whether waiting cures this error, or the item's data is at fault: see [`ErrorClass`].
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Connect { source, .. } | Self::Sql(source) => ErrorClass::of(source),
+            Self::Pool(deadpool_postgres::PoolError::Backend(source)) => ErrorClass::of(source),
+            Self::Pool(deadpool_postgres::PoolError::Timeout(_)) => ErrorClass::Transient,
+            Self::Pool(_) | Self::Build(_) | Self::Tls(_) => ErrorClass::Operator,
+            Self::Batch { class, .. } => *class,
+        }
+    }
+
+    /// The database refused the data: trying again fails the same way.
+    pub fn is_permanent(&self) -> bool {
+        self.class().is_permanent()
+    }
 }
 
 /// tokio-postgres says only "db error" for a server-side error; the server's message, code and
@@ -484,7 +505,7 @@ impl Store {
                     set attempts = excluded.attempts, last_error = excluded.last_error,
                         updated_at = now()
                     where ingest_items.status <> 'done'",
-                &[&RESOURCE, &id, &attempts, &error],
+                &[&RESOURCE, &id, &attempts, &storable(error)],
             )
             .await?;
         Ok(())
@@ -508,7 +529,7 @@ impl Store {
                         last_error = excluded.last_error, error_kind = excluded.error_kind,
                         updated_at = now()
                     where ingest_items.status <> 'done'",
-                &[&RESOURCE, &id, &attempts, &error, &kind.as_str()],
+                &[&RESOURCE, &id, &attempts, &storable(error), &kind.as_str()],
             )
             .await?;
         Ok(())
@@ -633,6 +654,7 @@ impl Store {
     /// Closes a run as `done`, or `failed` with the error.
     pub async fn finish_run(&self, run: i64, error: Option<&str>) -> Result<(), StoreError> {
         let state = if error.is_some() { "failed" } else { "done" };
+        let error = error.map(storable);
         let client = self.pool.get().await?;
         client
             .execute(
