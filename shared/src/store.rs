@@ -220,6 +220,15 @@ pub struct ItemState {
     pub validators: Validators,
 }
 
+/// A producer run's figures so far (see [`Store::page_done`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunProgress {
+    pub pages_done: i64,
+    pub listed: i64,
+    pub published: i64,
+    pub skipped: i64,
+}
+
 /// Counts of items by status.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StatusCounts {
@@ -630,22 +639,25 @@ impl Store {
         Ok(())
     }
 
-    /// Adds one finished page's figures to a run.
-    pub async fn page_done(
-        &self,
-        run: i64,
-        listed: i64,
-        published: i64,
-        skipped: i64,
-    ) -> Result<(), StoreError> {
+    /// Records a run's figures so far, as a page finishes. Totals, never lowered, rather than
+    /// increments: repeated after a reply lost with the connection, or arriving out of order
+    /// from pages finishing together, the row still counts each page once.
+    pub async fn page_done(&self, run: i64, progress: RunProgress) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         client
             .execute(
                 "update producer_runs
-                 set pages_done = pages_done + 1, listed = listed + $2,
-                     published = published + $3, skipped = skipped + $4, updated_at = now()
+                 set pages_done = greatest(pages_done, $2), listed = greatest(listed, $3),
+                     published = greatest(published, $4), skipped = greatest(skipped, $5),
+                     updated_at = now()
                  where id = $1",
-                &[&run, &listed, &published, &skipped],
+                &[
+                    &run,
+                    &progress.pages_done,
+                    &progress.listed,
+                    &progress.published,
+                    &progress.skipped,
+                ],
             )
             .await?;
         Ok(())
