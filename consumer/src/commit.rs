@@ -6,13 +6,17 @@
 //! deliveries. A batcher whose last batch held more than one request is busy and lingers
 //! [`LINGER`] to gather more; at low load a lone request goes at once. Each delivery is still
 //! acknowledged only after the commit that holds its row.
+//!
+//! A group commit is one statement, so one row the database refuses (a permanent error, see
+//! [`ErrorClass`]) fails all of them; the rows of such a batch are then committed one by one,
+//! and only the refused one gets the error.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use pokeq_shared::store::{ItemState, SaveRow, Store, StoreError};
+use pokeq_shared::store::{ErrorClass, ItemState, SaveRow, Store, StoreError};
 
 /// Handle to the task that stores rows in group commits; cheap to share.
 #[derive(Clone)]
@@ -25,7 +29,7 @@ impl Committer {
     pub fn spawn(store: Store, max_batch: usize) -> Self {
         let requests = spawn_batcher(max_batch, move |rows: Vec<SaveRow>| {
             let store = store.clone();
-            async move { store.save_many(&rows).await }
+            async move { save_rows(&store, &rows).await }
         });
         Self { requests }
     }
@@ -34,6 +38,32 @@ impl Committer {
     /// false if the item was done already.
     pub async fn save(&self, row: SaveRow) -> Result<bool, StoreError> {
         ask(&self.requests, row).await
+    }
+}
+
+/// Stores `rows` in one group commit or, if the database refuses the batch's data, one by one:
+/// whether each row was written, or the error of the rows at fault. `Err` for the whole batch
+/// when the database is unavailable.
+async fn save_rows(
+    store: &Store,
+    rows: &[SaveRow],
+) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
+    match store.save_many(rows).await {
+        Ok(written) => Ok(written.into_iter().map(Ok).collect()),
+        Err(error) if error.is_permanent() && rows.len() > 1 => {
+            tracing::warn!(
+                rows = rows.len(),
+                %error,
+                "the database refused a group commit; committing its rows one by one"
+            );
+            let mut answers = Vec::with_capacity(rows.len());
+            for row in rows {
+                let answer = store.save_many(std::slice::from_ref(row)).await;
+                answers.push(answer.map(|written| written.first().copied().unwrap_or(false)));
+            }
+            Ok(answers)
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -51,7 +81,7 @@ impl StateReader {
                 let mut states = store.item_states(&ids).await?;
                 Ok(ids
                     .iter()
-                    .map(|id| states.remove(id).unwrap_or_default())
+                    .map(|id| Ok(states.remove(id).unwrap_or_default()))
                     .collect())
             }
         });
@@ -70,28 +100,35 @@ impl StateReader {
 /// to 0.54 with 4. A job takes tens of milliseconds anyway.
 const LINGER: Duration = Duration::from_millis(5);
 
-type Reply<T> = oneshot::Sender<Result<T, String>>;
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 async fn ask<R, T>(requests: &mpsc::Sender<(R, Reply<T>)>, request: R) -> Result<T, StoreError> {
     let (reply, answer) = oneshot::channel();
     requests
         .send((request, reply))
         .await
-        .map_err(|_| StoreError::Batch("the batcher has stopped".into()))?;
+        .map_err(|_| stopped("the batcher has stopped"))?;
     answer
         .await
-        .map_err(|_| StoreError::Batch("the batcher dropped the request".into()))?
-        .map_err(StoreError::Batch)
+        .map_err(|_| stopped("the batcher dropped the request"))?
 }
 
-/// Runs batches of requests through `serve`, which answers each request in order, until every
-/// sender is dropped.
+/// A batcher gone is a bug, not an outage nor the item's fault.
+fn stopped(message: &str) -> StoreError {
+    StoreError::Batch {
+        message: message.to_owned(),
+        class: ErrorClass::Operator,
+    }
+}
+
+/// Runs batches of requests through `serve`, which answers each request in order (or fails
+/// the whole batch), until every sender is dropped.
 fn spawn_batcher<R, T, F, Fut>(max_batch: usize, serve: F) -> mpsc::Sender<(R, Reply<T>)>
 where
     R: Send + 'static,
     T: Send + 'static,
     F: Fn(Vec<R>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Vec<T>, StoreError>> + Send,
+    Fut: Future<Output = Result<Vec<Result<T, StoreError>>, StoreError>> + Send,
 {
     let max_batch = max_batch.max(1);
     let (sender, mut receiver) = mpsc::channel::<(R, Reply<T>)>(max_batch * 2);
@@ -114,13 +151,16 @@ where
             match serve(requests).await {
                 Ok(answers) => {
                     for (reply, answer) in replies.into_iter().zip(answers) {
-                        let _ = reply.send(Ok(answer));
+                        let _ = reply.send(answer);
                     }
                 }
                 Err(error) => {
-                    let error = error.to_string();
+                    let (message, class) = (error.to_string(), error.class());
                     for reply in replies {
-                        let _ = reply.send(Err(error.clone()));
+                        let _ = reply.send(Err(StoreError::Batch {
+                            message: message.clone(),
+                            class,
+                        }));
                     }
                 }
             }

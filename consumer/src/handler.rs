@@ -4,7 +4,9 @@
 //!
 //! pokeq's own database failing is not the job's fault: each store step waits it out with
 //! backoff (the delivery stays unacked meanwhile), counting no attempt, failing nothing, and
-//! without asking the API again for a document already fetched.
+//! without asking the API again for a document already fetched. The database refusing the
+//! item's data is (a permanent [`ErrorClass`]): no wait cures it, so that item is dead-lettered
+//! as `malformed_payload` with the database's message, and the database counts as up.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,9 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use pokeq_shared::job::{ErrorKind, Job};
 use pokeq_shared::metrics::{self, Health};
+use pokeq_shared::pgerror::storable;
 use pokeq_shared::pokeapi::{FetchError, Fetched, PokeApi};
 use pokeq_shared::shutdown::CancellationToken;
-use pokeq_shared::store::{SaveRow, Store, StoreError};
+use pokeq_shared::store::{ErrorClass, SaveRow, Store, StoreError};
 use pokeq_shared::topology::{Delay, RetryDelays};
 use pokeq_shared::transform::transform;
 
@@ -81,27 +84,47 @@ impl Handler {
     /// the reason of a dead letter. `None` when shutdown came while waiting for the database or
     /// the API: the job is then handed back untouched.
     pub async fn handle(&self, job: &Job, failures: u32) -> Option<Outcome> {
-        let outcome = self.run(job, failures).await?;
+        let mut outcome = match self.run(job, failures).await {
+            Ok(outcome) => outcome,
+            Err(Halt::Shutdown) => return None,
+            Err(Halt::Refused(error)) => Outcome::Dead {
+                kind: ErrorKind::MalformedPayload,
+                reason: format!("the database refused the document: {error}"),
+                failures: failures.saturating_add(1),
+            },
+        };
         if let Outcome::Dead {
             kind,
             reason,
             failures,
-        } = &outcome
+        } = &mut outcome
         {
-            self.stored(|| {
-                self.store
-                    .mark_failed(job.id, *kind, *failures as i32, reason)
-            })
-            .await?;
+            // Error texts quote the document often enough; the reason must store as it is.
+            if let std::borrow::Cow::Owned(clean) = storable(reason) {
+                *reason = clean;
+            }
+            let marked = self
+                .stored(|| {
+                    self.store
+                        .mark_failed(job.id, *kind, *failures as i32, reason)
+                })
+                .await;
+            match marked {
+                Ok(()) => {}
+                Err(Halt::Shutdown) => return None,
+                Err(Halt::Refused(error)) => {
+                    tracing::error!(%error, "cannot mark the item failed; dead-lettering it anyway");
+                }
+            }
         }
         Some(outcome)
     }
 
-    async fn run(&self, job: &Job, failures: u32) -> Option<Outcome> {
+    async fn run(&self, job: &Job, failures: u32) -> Result<Outcome, Halt> {
         let item = self.stored(|| self.states.state(job.id)).await?;
         if item.done {
             tracing::debug!("already done; no API call");
-            return Some(Outcome::Done { written: false });
+            return Ok(Outcome::Done { written: false });
         }
         let tries = failures.saturating_add(1);
         let known = (!item.validators.is_empty()).then_some(&item.validators);
@@ -111,10 +134,10 @@ impl Handler {
                 tracing::debug!("not modified since stored; no write");
                 self.stored(|| self.store.mark_unchanged(job.id, tries as i32))
                     .await?;
-                return Some(Outcome::Done { written: false });
+                return Ok(Outcome::Done { written: false });
             }
             Err(FetchError::NotFound) => {
-                return Some(Outcome::Dead {
+                return Ok(Outcome::Dead {
                     kind: ErrorKind::NotFound,
                     reason: format!("pokemon {} not found (HTTP 404)", job.id),
                     failures: tries,
@@ -122,10 +145,10 @@ impl Handler {
             }
             Err(FetchError::Interrupted) => {
                 tracing::info!("stopping while the API is unavailable; handing the job back");
-                return None;
+                return Err(Halt::Shutdown);
             }
             Err(FetchError::Permanent(reason)) => {
-                return Some(Outcome::Dead {
+                return Ok(Outcome::Dead {
                     kind: ErrorKind::MalformedPayload,
                     reason,
                     failures: tries,
@@ -136,7 +159,7 @@ impl Handler {
                 retry_after,
             }) => {
                 if tries >= self.max_attempts {
-                    return Some(Outcome::Dead {
+                    return Ok(Outcome::Dead {
                         kind: ErrorKind::Exhausted,
                         reason: format!("{tries} attempts failed; last: {reason}"),
                         failures: tries,
@@ -148,7 +171,7 @@ impl Handler {
                 let not_before = retry_after
                     .filter(|wait| *wait > delay.duration)
                     .map(|wait| unix_millis() + wait.as_millis() as i64);
-                return Some(Outcome::Retry {
+                return Ok(Outcome::Retry {
                     delay,
                     failures: tries,
                     error: reason,
@@ -159,7 +182,7 @@ impl Handler {
         let pokemon = match transform(job.id, &body) {
             Ok(pokemon) => pokemon,
             Err(error) => {
-                return Some(Outcome::Dead {
+                return Ok(Outcome::Dead {
                     kind: ErrorKind::MalformedPayload,
                     reason: error.0,
                     failures: tries,
@@ -172,12 +195,13 @@ impl Handler {
             attempts: tries as i32,
         };
         let written = self.stored(|| self.committer.save(row.clone())).await?;
-        Some(Outcome::Done { written })
+        Ok(Outcome::Done { written })
     }
 
     /// Runs a store operation until it succeeds, waiting with capped backoff while the
-    /// database is unavailable; `None` if shutdown comes first.
-    async fn stored<T, F, Fut>(&self, operation: F) -> Option<T>
+    /// database is unavailable or needs an operator; [`Halt::Refused`] at once if it refuses
+    /// the item's data, [`Halt::Shutdown`] if shutdown comes first.
+    async fn stored<T, F, Fut>(&self, operation: F) -> Result<T, Halt>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
@@ -189,24 +213,41 @@ impl Handler {
             .with_jitter()
             .build();
         loop {
-            match operation().await {
+            let error = match operation().await {
                 Ok(value) => {
                     self.health.set_database(true);
-                    return Some(value);
+                    return Ok(value);
                 }
-                Err(error) => {
-                    self.health.set_database(false);
-                    let wait = backoff.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(%error, ?wait, "database unavailable; waiting, attempt not counted");
-                    metrics::counter!(metrics::RECONNECTS, "target" => "database").increment(1);
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return None,
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
+                Err(error) => error,
+            };
+            let class = error.class();
+            if class == ErrorClass::Permanent {
+                // The database answered: it is up, and this item alone is at fault.
+                self.health.set_database(true);
+                return Err(Halt::Refused(error));
+            }
+            self.health.set_database(false);
+            let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+            if class == ErrorClass::Operator {
+                tracing::error!(%error, ?wait, "the database fails pokeq's statements; waiting for an operator, attempt not counted");
+            } else {
+                tracing::warn!(%error, ?wait, "database unavailable; waiting, attempt not counted");
+            }
+            metrics::counter!(metrics::RECONNECTS, "target" => "database").increment(1);
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Err(Halt::Shutdown),
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
+}
+
+/// Why a job stopped before it had an outcome of its own.
+enum Halt {
+    /// Shutdown came while waiting for the database or the API: hand the job back untouched.
+    Shutdown,
+    /// The database refused the item's data.
+    Refused(StoreError),
 }
 
 fn unix_millis() -> i64 {

@@ -4,8 +4,12 @@
 //! Crash safety comes from the order of writes: items are recorded `pending` before their job is
 //! published and move to `queued` only after the broker confirmed it. Killed at any moment, a
 //! rerun finds the unconfirmed items still `pending` and publishes them again; nothing else.
+//! Postgres going away mid-run is waited out ([`patience`]); SIGTERM ends every wait, for the
+//! database, the broker or the API, within a few seconds.
 
+mod patience;
 mod progress;
+mod record;
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,9 +30,10 @@ use pokeq_shared::metrics;
 use pokeq_shared::pokeapi::{ClientOptions, FetchError, ListEntry, ListPage, PokeApi};
 use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
 use pokeq_shared::shutdown::CancellationToken;
-use pokeq_shared::store::Store;
+use pokeq_shared::store::{RunProgress, Store};
 use pokeq_shared::topology::{RetryDelays, Topology};
 
+use crate::patience::{Patience, after_shutdown};
 use crate::progress::Progress;
 
 /// Command line of `producer`; every flag also reads an environment variable.
@@ -75,6 +80,11 @@ pub struct Cli {
     /// Whole-request timeout of one list request.
     #[arg(long, env = "POKEQ_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http_timeout: Duration,
+
+    /// How long to wait for Postgres while it is away, at start or in the middle of the run,
+    /// before failing the run (exit 1). A rerun carries on where it stopped.
+    #[arg(long, env = "POKEQ_PATIENCE", default_value = "5m", value_parser = parse_duration)]
+    pub patience: Duration,
 }
 
 /// The producer's validated settings.
@@ -89,6 +99,7 @@ pub struct Config {
     pub http: ClientOptions,
     pub politeness: Politeness,
     pub metrics_addr: metrics::Listen,
+    pub patience: Duration,
 }
 
 impl Cli {
@@ -106,6 +117,7 @@ impl Cli {
                 ..ClientOptions::default()
             },
             metrics_addr: metrics::Listen::resolve(Some(self.metrics_addr), None)?,
+            patience: self.patience,
         })
     }
 }
@@ -117,10 +129,13 @@ pub struct Summary {
     pub listed: u64,
     /// Jobs published and confirmed by the broker.
     pub published: u64,
-    /// Listed resources not published: done, queued, or failed without `--retry-failed`.
+    /// Listed resources not published: done, queued, failed without `--retry-failed`, or
+    /// refused by the database.
     pub skipped: u64,
     /// List pages in the plan.
     pub pages: u64,
+    /// Of `skipped`, list entries the database refused to record (a name it cannot store).
+    pub refused: u64,
 }
 
 impl fmt::Display for Summary {
@@ -138,10 +153,16 @@ const MAX_TRIES: usize = 8;
 /// Tries of one page's publishes before the run fails: with the backoff capped at 10 s, about
 /// two minutes, enough for a broker restart.
 const PUBLISH_TRIES: usize = 16;
+/// Longest wait to record the end of a run in `producer_runs`.
+const FINISH_WAIT: Duration = Duration::from_secs(10);
+/// Longest wait for the broker to confirm one publish.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Producer {
     api: PokeApi,
     store: Store,
+    /// Waits out Postgres outages; holds the run's shutdown token.
+    patience: Patience,
     /// This run's `producer_runs` row.
     run: i64,
     link: broker::Link,
@@ -152,7 +173,9 @@ struct Producer {
 }
 
 /// Runs once: plan, list, publish, and return when every publish is confirmed. A cancelled
-/// `shutdown` stops starting pages and fails the run once those in flight are settled.
+/// `shutdown` fails the run within a few seconds: pages stop waiting for the API, the broker
+/// or the database, and only the store calls and confirms already under way get a moment to
+/// finish, so that what was confirmed is marked `queued`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Summary> {
     let (health, _) = metrics::serve_health(config.metrics_addr, &shutdown).await?;
     let opening = Store::open_patiently(
@@ -160,7 +183,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &config.common.database_url,
         config.concurrency.min(4) + 1,
         config.common.extra_ca.as_deref(),
-        Duration::from_secs(60),
+        config.patience,
     );
     let store = tokio::select! {
         () = shutdown.cancelled() => anyhow::bail!("interrupted while waiting for Postgres"),
@@ -197,10 +220,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .context("cannot declare the RabbitMQ topology")?;
     health.set_broker(true);
 
-    let run = store.start_run().await?;
+    let patience = Patience {
+        limit: config.patience,
+        shutdown: shutdown.clone(),
+        health: Arc::clone(&health),
+    };
+    let run = patience.run("start the run", || store.start_run()).await?;
     let producer = Arc::new(Producer {
         api,
         store,
+        patience,
         run,
         link,
         exchange: topology.jobs(),
@@ -212,11 +241,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let result = produce(&producer, &config, &shutdown).await;
     producer.link.close().await;
     let error = result.as_ref().err().map(|e| format!("{e:#}"));
-    if let Err(e) = producer.store.finish_run(run, error.as_deref()).await {
-        tracing::warn!(error = %e, "cannot record the end of this run");
+    // Briefly: the run's outcome is this function's result, the row only mirrors it, and a run
+    // that failed for want of Postgres must not wait for it all over again.
+    let finishing = producer.patience.run("record the end of the run", || {
+        producer.store.finish_run(run, error.as_deref())
+    });
+    match tokio::time::timeout(FINISH_WAIT, finishing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot record the end of this run"),
+        Err(_) => tracing::warn!("cannot record the end of this run: no answer from Postgres"),
     }
     let summary = result?;
-    tracing::info!(%summary, "all jobs published");
+    tracing::info!(%summary, refused = summary.refused, "all jobs published");
     Ok(summary)
 }
 
@@ -229,14 +265,23 @@ async fn produce(
         .limit
         .map_or(config.page_size, |limit| limit.min(config.page_size));
     let first = producer.fetch_page(0, first_limit.max(1)).await?;
-    let total = config
-        .limit
-        .map_or(first.count, |limit| limit.min(first.count));
+    let total = believed_total(first.count, config.limit);
+    if total < first.count && config.limit.is_none() {
+        tracing::warn!(
+            count = first.count,
+            believed = total,
+            "the list claims more items than any PokeAPI holds; planning for fewer (--limit plans more)"
+        );
+    }
     let pages = plan(total, config.page_size);
     tracing::info!(count = first.count, total, pages = pages.len(), "planned");
     producer
-        .store
-        .plan_run(producer.run, total as i64, pages.len() as i64)
+        .patience
+        .run("plan the run", || {
+            producer
+                .store
+                .plan_run(producer.run, total as i64, pages.len() as i64)
+        })
         .await?;
     let reporting = CancellationToken::new();
     let reporter = progress::report(
@@ -247,17 +292,18 @@ async fn produce(
     let published = publish_pages(producer, config, shutdown, first.results, &pages).await;
     reporting.cancel();
     let _ = reporter.await;
-    published?;
 
     let summary = Summary {
         listed: producer.progress.listed.load(Ordering::Relaxed),
         published: producer.progress.published.load(Ordering::Relaxed),
         skipped: producer.progress.skipped.load(Ordering::Relaxed),
         pages: pages.len() as u64,
+        refused: producer.progress.refused.load(Ordering::Relaxed),
     };
     if shutdown.is_cancelled() {
-        anyhow::bail!("interrupted before every page was listed ({summary})");
+        anyhow::bail!("interrupted before every page was published ({summary})");
     }
+    published?;
     Ok(summary)
 }
 
@@ -303,6 +349,21 @@ pub fn main(cli: Cli) -> std::process::ExitCode {
     )
 }
 
+/// The most items a run believes the list holds when no `--limit` says otherwise. PokeAPI lists
+/// about 1,350 pokemon and the stub at most 1,000,000; a `count` beyond this is a broken or
+/// hostile API, and believing it would plan (and then request, one by one) millions of empty
+/// pages. 100,000 is 70 times the real list; `--limit` asks for more on purpose.
+pub const MAX_BELIEVED_COUNT: u64 = 100_000;
+
+/// How many items to plan for: the list's `count`, capped by `limit` or else by
+/// [`MAX_BELIEVED_COUNT`].
+pub fn believed_total(count: u64, limit: Option<u64>) -> u64 {
+    match limit {
+        Some(limit) => limit.min(count),
+        None => count.min(MAX_BELIEVED_COUNT),
+    }
+}
+
 /// `(offset, limit)` of every page of a list of `total` items.
 pub fn plan(total: u64, page_size: u64) -> Vec<(u64, u64)> {
     (0..total)
@@ -312,14 +373,14 @@ pub fn plan(total: u64, page_size: u64) -> Vec<(u64, u64)> {
 }
 
 impl Producer {
-    /// One list page, retried with backoff while the failure is transient.
+    /// One list page, retried with backoff while the failure is transient, until shutdown.
     async fn fetch_page(&self, offset: u64, limit: u64) -> anyhow::Result<ListPage> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(250))
             .with_max_delay(Duration::from_secs(30))
             .with_max_times(MAX_TRIES - 1)
             .with_jitter();
-        (|| self.api.list(offset, limit))
+        let fetching = (|| self.api.list(offset, limit))
             .retry(backoff)
             .when(FetchError::is_transient)
             .adjust(|error, delay| match error {
@@ -329,9 +390,14 @@ impl Producer {
                 } => delay.map(|d| d.max(*wait)),
                 _ => delay,
             })
-            .notify(|error, wait| tracing::warn!(offset, %error, ?wait, "list request failed"))
-            .await
-            .with_context(|| format!("cannot fetch the list page at offset {offset}"))
+            .notify(|error, wait| tracing::warn!(offset, %error, ?wait, "list request failed"));
+        tokio::select! {
+            page = fetching => page
+                .with_context(|| format!("cannot fetch the list page at offset {offset}")),
+            () = self.patience.shutdown.cancelled() => {
+                anyhow::bail!("interrupted while fetching the list page at offset {offset}")
+            }
+        }
     }
 
     /// Records a page's items, publishes a job for each one to publish, and marks the confirmed
@@ -351,12 +417,16 @@ impl Producer {
         }
         items.sort_unstable_by_key(|(id, _)| *id);
         items.dedup_by_key(|(id, _)| *id);
-        self.store.record_listed(&items).await?;
+        let (items, refused) = record::record_listed(&self.store, &self.patience, items).await?;
         let ids: Vec<i32> = items.iter().map(|(id, _)| *id).collect();
         let claimed = self
-            .store
-            .claim_for_publish(&ids, self.retry_failed, self.refresh)
+            .patience
+            .run("claim items to publish", || {
+                self.store
+                    .claim_for_publish(&ids, self.retry_failed, self.refresh)
+            })
             .await?;
+        let shutdown = &self.patience.shutdown;
         let jobs: Vec<Job> = items
             .into_iter()
             .filter(|(id, _)| claimed.contains(id))
@@ -370,9 +440,14 @@ impl Producer {
         let mut unconfirmed = jobs;
         let mut delays = backoff.build();
         loop {
+            if shutdown.is_cancelled() {
+                anyhow::bail!("interrupted with {} jobs unpublished", unconfirmed.len());
+            }
             let (confirmed, failed) = self.publish_batch(&unconfirmed).await;
             if !confirmed.is_empty() {
-                self.store.mark_queued(&confirmed).await?;
+                self.patience
+                    .run("mark jobs queued", || self.store.mark_queued(&confirmed))
+                    .await?;
                 self.progress
                     .published
                     .fetch_add(confirmed.len() as u64, Ordering::Relaxed);
@@ -380,10 +455,10 @@ impl Producer {
             }
             match failed {
                 None => break,
-                Some(error) if error.is_misconfigured() => {
+                Some(error) if pokeq_shared::exit::misconfiguration(&error).is_some() => {
                     // A reconnect the broker refused (a password changed, a queue redeclared
                     // differently) stays refused: no point in the remaining tries.
-                    return Err(error.into());
+                    return Err(error);
                 }
                 Some(error) => {
                     unconfirmed.retain(|job| !confirmed.contains(&job.id));
@@ -393,53 +468,74 @@ impl Producer {
                             unconfirmed.len()
                         ));
                     };
-                    tracing::warn!(%error, unconfirmed = unconfirmed.len(), ?wait, "publish failed; retrying");
-                    tokio::time::sleep(wait).await;
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        unconfirmed = unconfirmed.len(),
+                        ?wait,
+                        "publish failed; retrying"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
                 }
             }
         }
         metrics::counter!(metrics::PAGES).increment(1);
-        let (listed, skipped) = (ids.len(), ids.len() - claimed.len());
-        self.progress
-            .listed
-            .fetch_add(listed as u64, Ordering::Relaxed);
-        self.progress
-            .skipped
-            .fetch_add(skipped as u64, Ordering::Relaxed);
-        self.progress.pages_done.fetch_add(1, Ordering::Relaxed);
-        self.store
-            .page_done(
-                self.run,
-                listed as i64,
-                claimed.len() as i64,
-                skipped as i64,
-            )
+        let listed = ids.len() as u64 + refused;
+        let skipped = listed - claimed.len() as u64;
+        let progress = &self.progress;
+        progress.listed.fetch_add(listed, Ordering::Relaxed);
+        progress.skipped.fetch_add(skipped, Ordering::Relaxed);
+        progress.refused.fetch_add(refused, Ordering::Relaxed);
+        progress.pages_done.fetch_add(1, Ordering::Relaxed);
+        let totals = RunProgress {
+            pages_done: progress.pages_done.load(Ordering::Relaxed) as i64,
+            listed: progress.listed.load(Ordering::Relaxed) as i64,
+            published: progress.published.load(Ordering::Relaxed) as i64,
+            skipped: progress.skipped.load(Ordering::Relaxed) as i64,
+        };
+        self.patience
+            .run("record the page", || self.store.page_done(self.run, totals))
             .await?;
         Ok(())
     }
 
     /// Publishes every job, then awaits every confirm: the ids the broker confirmed, and the
-    /// first error if any job was not confirmed.
-    async fn publish_batch(&self, jobs: &[Job]) -> (Vec<i32>, Option<broker::BrokerError>) {
-        let channel = match self.link.channel().await {
-            Ok(channel) => channel,
-            Err(error) => return (Vec::new(), Some(error)),
+    /// first error if any job was not confirmed. After shutdown, what is under way gets
+    /// [`patience::LAST_ANSWER`]; jobs unconfirmed by then stay `pending` for a rerun.
+    async fn publish_batch(&self, jobs: &[Job]) -> (Vec<i32>, Option<anyhow::Error>) {
+        let interrupted = || anyhow::anyhow!("interrupted");
+        let last_answer = after_shutdown(&self.patience.shutdown);
+        tokio::pin!(last_answer);
+        let channel = tokio::select! {
+            channel = self.link.channel() => match channel {
+                Ok(channel) => channel,
+                Err(error) => return (Vec::new(), Some(error.into())),
+            },
+            () = &mut last_answer => return (Vec::new(), Some(interrupted())),
         };
         let mut pending: Vec<(i32, PublisherConfirm)> = Vec::with_capacity(jobs.len());
         let mut error = None;
         for job in jobs {
-            let publish = channel
-                .basic_publish(
-                    ShortString::from(self.exchange.as_str()),
-                    ShortString::from(RESOURCE),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &job.encode(),
-                    job.properties(),
-                )
-                .await;
+            let body = job.encode();
+            let publish = channel.basic_publish(
+                ShortString::from(self.exchange.as_str()),
+                ShortString::from(RESOURCE),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &body,
+                job.properties(),
+            );
+            let publish = tokio::select! {
+                publish = publish => publish,
+                () = &mut last_answer => {
+                    error = Some(interrupted());
+                    break;
+                }
+            };
             match publish {
                 Ok(confirm) => pending.push((job.id, confirm)),
                 Err(e) => {
@@ -450,15 +546,22 @@ impl Producer {
         }
         let mut confirmed = Vec::with_capacity(pending.len());
         for (id, confirm) in pending {
-            let outcome = match tokio::time::timeout(Duration::from_secs(30), confirm).await {
+            let outcome = tokio::select! {
+                outcome = tokio::time::timeout(CONFIRM_TIMEOUT, confirm) => outcome,
+                () = &mut last_answer => {
+                    error.get_or_insert_with(interrupted);
+                    break;
+                }
+            };
+            let outcome = match outcome {
                 Ok(Ok(confirmation)) => broker::check(confirmation, &self.exchange, RESOURCE),
                 Ok(Err(e)) => Err(e.into()),
-                Err(_) => Err(broker::BrokerError::ConfirmTimeout(Duration::from_secs(30))),
+                Err(_) => Err(broker::BrokerError::ConfirmTimeout(CONFIRM_TIMEOUT)),
             };
             match outcome {
                 Ok(()) => confirmed.push(id),
                 Err(e) => {
-                    error.get_or_insert(e);
+                    error.get_or_insert(e.into());
                 }
             }
         }
@@ -487,12 +590,27 @@ mod tests {
     }
 
     #[test]
+    fn an_absurd_count_is_not_believed() {
+        assert_eq!(believed_total(1351, None), 1351);
+        assert_eq!(believed_total(u64::MAX, None), MAX_BELIEVED_COUNT);
+        assert_eq!(plan(believed_total(u64::MAX, None), 100).len(), 1000);
+        assert_eq!(
+            believed_total(u64::MAX, Some(500_000)),
+            500_000,
+            "--limit asks for more"
+        );
+        assert_eq!(believed_total(1351, Some(2_000_000)), 1351);
+        assert_eq!(believed_total(1351, Some(10)), 10);
+    }
+
+    #[test]
     fn summary_is_the_contract_line() {
         let summary = Summary {
             listed: 3,
             published: 2,
             skipped: 1,
             pages: 1,
+            refused: 1,
         };
         assert_eq!(
             summary.to_string(),

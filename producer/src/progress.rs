@@ -17,6 +17,8 @@ pub struct Progress {
     pub listed: AtomicU64,
     pub published: AtomicU64,
     pub skipped: AtomicU64,
+    /// Of `skipped`, list entries the database refused.
+    pub refused: AtomicU64,
 }
 
 /// Reports until `stop` is cancelled; the bar is cleared at the end so the summary line stays

@@ -10,7 +10,8 @@
 //! - [`broker`] connects to RabbitMQ and publishes with confirms.
 //! - [`transform`] turns a PokeAPI detail document into the row pokeq stores; [`scan`] cuts the
 //!   few fields it reads out of the document without parsing the rest.
-//! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows.
+//! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows;
+//!   [`pgerror`] tells an outage from data the database refuses.
 //! - [`telemetry`] sets up tracing; [`shutdown`] turns signals into a cancellation token;
 //!   [`exit`] maps a binary's outcome to the contract's exit codes.
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod exit;
 pub mod job;
 pub mod metrics;
+pub mod pgerror;
 pub mod pokeapi;
 pub mod rate;
 pub mod scan;

@@ -47,6 +47,9 @@ pub const RECONNECTS: &str = "pokeq_reconnects_total";
 pub const PUBLISHED: &str = "pokeq_producer_published_total";
 /// List pages the producer finished.
 pub const PAGES: &str = "pokeq_producer_pages_total";
+/// List entries the producer skipped because the database refused them (a name it cannot
+/// store).
+pub const REFUSED_ENTRIES: &str = "pokeq_producer_refused_entries_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -13,6 +13,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{Misconfigured, mask_url};
 use crate::job::{ErrorKind, RESOURCE};
+pub use crate::pgerror::ErrorClass;
+use crate::pgerror::storable;
 use crate::pokeapi::Validators;
 use crate::transform::Pokemon;
 
@@ -75,13 +77,34 @@ pub enum StoreError {
     Build(#[from] deadpool_postgres::BuildError),
     #[error("Postgres TLS setup: {0}")]
     Tls(String),
-    /// A group commit this row was part of failed (the cause is in the text).
-    #[error("{0}")]
-    Batch(String),
+    /// A group commit this row was part of failed (the cause is in the text), or the batcher
+    /// serving it stopped; the class of the cause travels with the text.
+    #[error("{message}")]
+    Batch { message: String, class: ErrorClass },
     /// Postgres refused `DATABASE_URL`'s login or a right pokeq needs: retrying cannot help, the
     /// binary exits 2.
     #[error(transparent)]
     Misconfigured(#[from] Misconfigured),
+}
+
+impl StoreError {
+    /// Whether waiting cures this error, or the item's data is at fault: see [`ErrorClass`].
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Connect { source, .. } | Self::Sql(source) => ErrorClass::of(source),
+            Self::Pool(deadpool_postgres::PoolError::Backend(source)) => ErrorClass::of(source),
+            Self::Pool(deadpool_postgres::PoolError::Timeout(_)) => ErrorClass::Transient,
+            Self::Pool(_) | Self::Build(_) | Self::Tls(_) => ErrorClass::Operator,
+            Self::Batch { class, .. } => *class,
+            // Nothing an item did; the binary exits 2 before any item is touched.
+            Self::Misconfigured(_) => ErrorClass::Operator,
+        }
+    }
+
+    /// The database refused the data: trying again fails the same way.
+    pub fn is_permanent(&self) -> bool {
+        self.class().is_permanent()
+    }
 }
 
 /// The step of [`Store::open`] a refusal happened in: each needs something else granted.
@@ -260,6 +283,15 @@ pub struct ItemState {
     pub done: bool,
     /// Validators of the stored copy (empty if never stored).
     pub validators: Validators,
+}
+
+/// A producer run's figures so far (see [`Store::page_done`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunProgress {
+    pub pages_done: i64,
+    pub listed: i64,
+    pub published: i64,
+    pub skipped: i64,
 }
 
 /// Counts of items by status.
@@ -550,7 +582,7 @@ impl Store {
                     set attempts = excluded.attempts, last_error = excluded.last_error,
                         updated_at = now()
                     where ingest_items.status <> 'done'",
-                &[&RESOURCE, &id, &attempts, &error],
+                &[&RESOURCE, &id, &attempts, &storable(error)],
             )
             .await?;
         Ok(())
@@ -574,7 +606,7 @@ impl Store {
                         last_error = excluded.last_error, error_kind = excluded.error_kind,
                         updated_at = now()
                     where ingest_items.status <> 'done'",
-                &[&RESOURCE, &id, &attempts, &error, &kind.as_str()],
+                &[&RESOURCE, &id, &attempts, &storable(error), &kind.as_str()],
             )
             .await?;
         Ok(())
@@ -675,22 +707,25 @@ impl Store {
         Ok(())
     }
 
-    /// Adds one finished page's figures to a run.
-    pub async fn page_done(
-        &self,
-        run: i64,
-        listed: i64,
-        published: i64,
-        skipped: i64,
-    ) -> Result<(), StoreError> {
+    /// Records a run's figures so far, as a page finishes. Totals, never lowered, rather than
+    /// increments: repeated after a reply lost with the connection, or arriving out of order
+    /// from pages finishing together, the row still counts each page once.
+    pub async fn page_done(&self, run: i64, progress: RunProgress) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         client
             .execute(
                 "update producer_runs
-                 set pages_done = pages_done + 1, listed = listed + $2,
-                     published = published + $3, skipped = skipped + $4, updated_at = now()
+                 set pages_done = greatest(pages_done, $2), listed = greatest(listed, $3),
+                     published = greatest(published, $4), skipped = greatest(skipped, $5),
+                     updated_at = now()
                  where id = $1",
-                &[&run, &listed, &published, &skipped],
+                &[
+                    &run,
+                    &progress.pages_done,
+                    &progress.listed,
+                    &progress.published,
+                    &progress.skipped,
+                ],
             )
             .await?;
         Ok(())
@@ -699,6 +734,7 @@ impl Store {
     /// Closes a run as `done`, or `failed` with the error.
     pub async fn finish_run(&self, run: i64, error: Option<&str>) -> Result<(), StoreError> {
         let state = if error.is_some() { "failed" } else { "done" };
+        let error = error.map(storable);
         let client = self.pool.get().await?;
         client
             .execute(

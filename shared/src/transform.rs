@@ -135,7 +135,7 @@ pub fn transform(requested_id: i32, body: &[u8]) -> Result<Pokemon, MalformedPay
         .filter_map(|a| a.ability.map(|named| (a.slot, named.name)))
         .collect();
     abilities.sort_by_key(|(slot, _)| *slot);
-    Ok(Pokemon {
+    let pokemon = Pokemon {
         id: raw.id,
         name: raw.name,
         height: raw.height,
@@ -156,7 +156,37 @@ pub fn transform(requested_id: i32, body: &[u8]) -> Result<Pokemon, MalformedPay
         species: raw.species.map(|s| s.name),
         is_default: raw.is_default,
         order: raw.order,
-    })
+    };
+    if let Some(field) = pokemon.field_with_nul() {
+        return Err(MalformedPayload(format!(
+            "{field} contains a NUL character (\\u0000), which Postgres cannot store"
+        )));
+    }
+    Ok(pokemon)
+}
+
+impl Pokemon {
+    /// The first stored string holding U+0000, which no Postgres `text` or `jsonb` value can
+    /// hold: refused here, the document fails as malformed with a reason naming the field,
+    /// instead of as an error in a group commit shared with other items.
+    fn field_with_nul(&self) -> Option<&'static str> {
+        let nul = |text: &str| text.contains('\0');
+        if nul(&self.name) {
+            Some("name")
+        } else if self.types.iter().any(|t| nul(t)) {
+            Some("a type name")
+        } else if self.abilities.iter().any(|a| nul(a)) {
+            Some("an ability name")
+        } else if self.stats.iter().any(|s| nul(&s.name)) {
+            Some("a stat name")
+        } else if self.sprite.as_deref().is_some_and(nul) {
+            Some("sprites.front_default")
+        } else if self.species.as_deref().is_some_and(nul) {
+            Some("species.name")
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +228,35 @@ mod tests {
         );
         assert!(transform(25, b"{\"id\":25,").is_err());
         assert!(transform(25, b"[]").is_err());
+    }
+
+    #[test]
+    fn refuses_nul_in_any_stored_string() {
+        for (field, from, to) in [
+            ("name", r#""name":"pikachu""#, r#""name":"pika\u0000chu""#),
+            (
+                "species.name",
+                r#"{"name":"pikachu"}"#,
+                r#"{"name":"pikachu\u0000"}"#,
+            ),
+            ("a type name", r#""electric""#, r#""elec\u0000tric""#),
+            ("an ability name", r#""static""#, r#""\u0000static""#),
+            ("a stat name", r#""hp""#, r#""h\u0000p""#),
+            ("sprites.front_default", "25.png", "25\\u0000.png"),
+        ] {
+            let body = PIKACHU.replacen(from, to, 1);
+            assert_ne!(body, PIKACHU, "{field}: the test changes the document");
+            let error = transform(25, body.as_bytes()).unwrap_err();
+            assert!(
+                error.0.starts_with(field) && error.0.contains("NUL"),
+                "{field}: {error}"
+            );
+        }
+        let escaped_backslash = PIKACHU.replace("pikachu", r"pika\\u0000chu");
+        assert!(
+            transform(25, escaped_backslash.as_bytes()).is_ok(),
+            "an escaped backslash followed by u0000 is no NUL"
+        );
     }
 
     /// Every real payload in `POKEAPI_SAMPLES` (set by `.ci/run`) transforms.

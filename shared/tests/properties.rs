@@ -601,6 +601,16 @@ fn check_transform(requested: i32, body: &[u8]) -> Result<(), TestCaseError> {
             prop_assert!(pokemon.weight >= 0, "weight {}", pokemon.weight);
             prop_assert!(!pokemon.types.is_empty(), "no types");
             prop_assert!(!pokemon.name.trim().is_empty(), "blank name");
+            let strings = [&pokemon.name]
+                .into_iter()
+                .chain(&pokemon.types)
+                .chain(&pokemon.abilities)
+                .chain(pokemon.stats.iter().map(|s| &s.name))
+                .chain(&pokemon.sprite)
+                .chain(&pokemon.species);
+            for text in strings {
+                prop_assert!(!text.contains('\0'), "NUL in a stored string: {:?}", text);
+            }
         }
         Err(MalformedPayload(reason)) => {
             prop_assert!(!reason.trim().is_empty(), "refusal without a reason");
@@ -622,6 +632,7 @@ fn hostile_value() -> impl Strategy<Value = Value> {
             json!(""),
             json!("   "),
             json!("25"),
+            json!("nul\u{0}inside"),
             Value::Null,
             json!(true),
             json!([]),
@@ -744,6 +755,13 @@ fn must_refuse(requested: i32, value: &Value) -> Option<String> {
         .is_some_and(|n| n.trim().is_empty())
     {
         return Some("blank name".into());
+    }
+    if value
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n.contains('\0'))
+    {
+        return Some("NUL in the name".into());
     }
     None
 }

@@ -28,6 +28,16 @@ pub enum FaultKind {
     SlowBody(Duration),
     /// A valid payload whose top-level `id` is another id of the dataset.
     WrongId,
+    /// A valid payload whose `species.name` ends with U+0000 (written `\u0000`): good JSON
+    /// that no Postgres `text` or `jsonb` value can hold.
+    NulInString,
+}
+
+/// How an id's entry in the list pages misbehaves (its detail requests are not affected).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListFault {
+    /// The entry's `name` ends with U+0000 (written `\u0000`), which Postgres cannot store.
+    NulInName,
 }
 
 /// A fault for one id: `times: Some(n)` fails only the next `n` requests for that id (counted

@@ -8,7 +8,8 @@
 //!   consumers against; `synth` (per-id specs and a shared pre-rendered move pool), `render`
 //!   (hand-written JSON text), `sprites` (the nested sprite URLs) and `samples` (real payload
 //!   files) feed it. `listing` renders list pages, `counters` does request accounting.
-//! - [`faults`]: [`FaultKind`] / [`FaultRule`], per-id and rate-based fault injection.
+//! - [`faults`]: [`FaultKind`] / [`FaultRule`], per-id and rate-based fault injection;
+//!   [`ListFault`] for an id's list entry.
 //! - [`server`]: axum routes, [`spawn`] / [`run`] and the [`StubHandle`] with request counters.
 //! - [`parse`]: value parsers for the binary's flags (durations, rates, fault specs).
 //!
@@ -33,5 +34,5 @@ mod vocab;
 
 pub use config::StubConfig;
 pub use dataset::{Dataset, FIRST_FORM_ID, Payload, PokemonRecord, id_layout};
-pub use faults::{FaultKind, FaultRule};
+pub use faults::{FaultKind, FaultRule, ListFault};
 pub use server::{StubHandle, run, spawn};

@@ -1,9 +1,13 @@
 //! The paginated list endpoint's query parsing and JSON, shaped like the live API:
 //! `{"count":N,"next":..,"previous":..,"results":[{"name":..,"url":..}]}` with absolute URLs.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::dataset::Dataset;
+use crate::faults::ListFault;
 
 /// Page size when `limit` is absent, as on pokeapi.co.
 pub(crate) const DEFAULT_LIMIT: usize = 20;
@@ -18,7 +22,7 @@ struct Page<'a> {
 
 #[derive(Serialize)]
 struct Entry<'a> {
-    name: &'a str,
+    name: Cow<'a, str>,
     url: String,
 }
 
@@ -45,12 +49,14 @@ pub(crate) fn parse_query(query: Option<&str>) -> Result<(usize, usize), String>
     Ok((offset, limit))
 }
 
-/// The JSON of one page, with URLs under `http://<host>/api/v2/`.
+/// The JSON of one page, with URLs under `http://<host>/api/v2/`, and the entries of the ids in
+/// `faults` spoilt as they say.
 pub(crate) fn render_page(
     dataset: &Dataset,
     host: &str,
     offset: usize,
     limit: usize,
+    faults: &HashMap<i32, ListFault>,
 ) -> serde_json::Result<Vec<u8>> {
     let count = dataset.len();
     let end = offset.saturating_add(limit).min(count);
@@ -62,9 +68,16 @@ pub(crate) fn render_page(
         next: (offset.saturating_add(limit) < count).then(|| page_url(offset + limit)),
         previous: (offset > 0).then(|| page_url(offset.saturating_sub(limit))),
         results: (start..end)
-            .map(|pos| Entry {
-                name: dataset.name_at(pos),
-                url: format!("http://{host}/api/v2/pokemon/{}/", dataset.ids()[pos]),
+            .map(|pos| {
+                let id = dataset.ids()[pos];
+                let name = dataset.name_at(pos);
+                Entry {
+                    name: match faults.get(&id) {
+                        Some(ListFault::NulInName) => Cow::Owned(format!("{name}\u{0}")),
+                        None => Cow::Borrowed(name),
+                    },
+                    url: format!("http://{host}/api/v2/pokemon/{id}/"),
+                }
             })
             .collect(),
     };
@@ -89,19 +102,24 @@ mod tests {
     #[test]
     fn pages_link_like_the_live_api() {
         let d = Dataset::synthetic(45, 1);
-        let v: serde_json::Value =
-            serde_json::from_slice(&render_page(&d, "h:1", 0, 20).expect("render")).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(
+            &render_page(&d, "h:1", 0, 20, &HashMap::new()).expect("render"),
+        )
+        .expect("json");
         assert_eq!(v["count"], 45);
         assert_eq!(v["next"], "http://h:1/api/v2/pokemon?offset=20&limit=20");
         assert!(v["previous"].is_null());
         assert_eq!(v["results"][0]["url"], "http://h:1/api/v2/pokemon/1/");
         let v: serde_json::Value =
-            serde_json::from_slice(&render_page(&d, "h", 40, 20).expect("render")).expect("json");
+            serde_json::from_slice(&render_page(&d, "h", 40, 20, &HashMap::new()).expect("render"))
+                .expect("json");
         assert!(v["next"].is_null());
         assert_eq!(v["previous"], "http://h/api/v2/pokemon?offset=20&limit=20");
         assert_eq!(v["results"].as_array().map(Vec::len), Some(5));
-        let v: serde_json::Value =
-            serde_json::from_slice(&render_page(&d, "h", 2000, 20).expect("render")).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(
+            &render_page(&d, "h", 2000, 20, &HashMap::new()).expect("render"),
+        )
+        .expect("json");
         assert_eq!(v["results"].as_array().map(Vec::len), Some(0));
         assert_eq!(
             v["previous"],

@@ -40,7 +40,8 @@ struct Args {
     #[arg(long, env = "STUB_FLAKY_TIMES", default_value_t = 2)]
     flaky_times: u32,
     /// <id>:<kind>[:<times>], kind one of 404, 429, 500-599, malformed, drop, slow[=<dur>],
-    /// wrong-id. Repeatable (comma-separated in the env var).
+    /// wrong-id, nul (a valid document whose species name holds U+0000, which Postgres cannot
+    /// store). Repeatable (comma-separated in the env var).
     #[arg(long = "fault", env = "STUB_FAULTS", value_name = "ID:KIND[:TIMES]",
           value_delimiter = ',', value_parser = parse_fault_spec)]
     faults: Vec<(i32, FaultRule)>,

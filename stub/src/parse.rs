@@ -53,7 +53,7 @@ pub fn parse_fault_rate(s: &str) -> Result<f64, String> {
 }
 
 /// A fault kind: `404`, `429`, `500`..`599`, `malformed`, `drop`, `slow` or `slow=<duration>`,
-/// `wrong-id`.
+/// `wrong-id`, `nul`.
 pub fn parse_fault_kind(s: &str) -> Result<FaultKind, String> {
     Ok(match s {
         "404" => FaultKind::NotFound,
@@ -64,6 +64,7 @@ pub fn parse_fault_kind(s: &str) -> Result<FaultKind, String> {
         "drop" => FaultKind::DropMidBody,
         "slow" => FaultKind::SlowBody(DEFAULT_SLOW),
         "wrong-id" => FaultKind::WrongId,
+        "nul" => FaultKind::NulInString,
         _ => {
             if let Some(delay) = s.strip_prefix("slow=") {
                 FaultKind::SlowBody(parse_duration(delay)?)
@@ -72,7 +73,7 @@ pub fn parse_fault_kind(s: &str) -> Result<FaultKind, String> {
             } else {
                 return Err(format!(
                     "unknown fault kind {s:?} (404, 429, 500-599, malformed, drop, slow, \
-                     slow=<duration>, wrong-id)"
+                     slow=<duration>, wrong-id, nul)"
                 ));
             }
         }
@@ -159,6 +160,7 @@ mod tests {
             ("3:drop", FaultKind::DropMidBody),
             ("3:slow", FaultKind::SlowBody(DEFAULT_SLOW)),
             ("3:wrong-id", FaultKind::WrongId),
+            ("3:nul", FaultKind::NulInString),
         ] {
             assert_eq!(parse_fault_spec(spec), Ok((3, FaultRule::always(kind))));
         }

@@ -1,10 +1,11 @@
 //! The HTTP side: axum routes under `/api/v2`, fault responses, and the [`StubHandle`] tests
 //! use to start, inspect, reconfigure and stop a stub in-process.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -27,7 +28,7 @@ use tokio::task::JoinHandle;
 use crate::config::StubConfig;
 use crate::counters::Counters;
 use crate::dataset::{Dataset, Payload};
-use crate::faults::{self, FaultKind, FaultRule, FaultTable};
+use crate::faults::{self, FaultKind, FaultRule, FaultTable, ListFault};
 use crate::listing;
 
 /// How long [`StubHandle::shutdown`] waits for open connections before aborting them.
@@ -38,6 +39,8 @@ const DROP_PAUSE: Duration = Duration::from_millis(20);
 struct AppState {
     dataset: Arc<Dataset>,
     faults: FaultTable,
+    /// Per-id faults of list entries (rare, and list pages are few: a plain lock will do).
+    list_faults: Mutex<HashMap<i32, ListFault>>,
     counters: Counters,
     latency: Duration,
     fault_rate: f64,
@@ -82,6 +85,7 @@ pub async fn spawn(config: StubConfig, addr: SocketAddr) -> anyhow::Result<StubH
         counters: Counters::new(dataset.len()),
         dataset: Arc::new(dataset),
         faults: FaultTable::new(config.faults),
+        list_faults: Mutex::default(),
         latency: config.latency,
         fault_rate: config.fault_rate,
         flaky_share: config.flaky_share,
@@ -182,6 +186,20 @@ impl StubHandle {
         self.state.faults.set(id, rule);
     }
 
+    /// Installs a fault for the list entry of `id`, replacing any previous one; `None` removes
+    /// it.
+    pub fn set_list_fault(&self, id: i32, fault: Option<ListFault>) {
+        let mut faults = self
+            .state
+            .list_faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match fault {
+            Some(fault) => faults.insert(id, fault),
+            None => faults.remove(&id),
+        };
+    }
+
     /// Stops accepting, lets open responses finish (up to a grace period), then returns.
     pub async fn shutdown(self) {
         let StubHandle { stop, mut task, .. } = self;
@@ -228,7 +246,12 @@ async fn list(
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '\\']))
         .unwrap_or(&state.fallback_host);
-    match listing::render_page(&state.dataset, host, offset, limit) {
+    let list_faults = state
+        .list_faults
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match listing::render_page(&state.dataset, host, offset, limit, &list_faults) {
         Ok(body) => json(StatusCode::OK, body.len(), Body::from(body)),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -354,6 +377,10 @@ fn fault_response(state: &AppState, id: i32, pos: usize, kind: FaultKind) -> Res
             });
             json(StatusCode::OK, len, Body::from_stream(body))
         }
+        FaultKind::NulInString => match dataset.payload(id).and_then(|body| with_nul(&body)) {
+            Some(body) => json(StatusCode::OK, body.len(), Body::from(body)),
+            None => not_found(),
+        },
         FaultKind::WrongId => {
             let ids = dataset.ids();
             let other = if ids.len() > 1 {
@@ -367,4 +394,16 @@ fn fault_response(state: &AppState, id: i32, pos: usize, kind: FaultKind) -> Res
             }
         }
     }
+}
+
+/// `body` with U+0000 appended to its `species.name` (or, lacking one, its `name`).
+fn with_nul(body: &[u8]) -> Option<Vec<u8>> {
+    let mut document: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let name = match document.pointer_mut("/species/name") {
+        Some(name) if name.is_string() => name,
+        _ => document.get_mut("name")?,
+    };
+    let text = format!("{}\u{0}", name.as_str()?);
+    *name = serde_json::Value::String(text);
+    serde_json::to_vec(&document).ok()
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{get, path_of};
-use pokeapi_stub::{FaultKind, FaultRule, StubConfig, StubHandle, spawn};
+use pokeapi_stub::{FaultKind, FaultRule, ListFault, StubConfig, StubHandle, spawn};
 use serde_json::Value;
 
 fn local() -> SocketAddr {
@@ -219,6 +219,15 @@ async fn each_fault_kind_behaves() {
     assert!(s.dataset().contains(served));
     assert_eq!(v["name"].as_str(), s.dataset().name(7));
 
+    s.set_fault(8, Some(FaultRule::always(FaultKind::NulInString)));
+    let r = get(addr, "/api/v2/pokemon/8/").await;
+    assert_eq!(r.status, 200);
+    assert!(r.complete());
+    let v = r.json();
+    let species = v["species"]["name"].as_str().expect("species name");
+    assert!(species.ends_with('\0'), "{species:?}");
+    assert_eq!(v["name"].as_str(), s.dataset().name(8), "otherwise valid");
+
     // Removing a rule restores normal service.
     s.set_fault(1, None);
     assert_eq!(get(addr, "/api/v2/pokemon/1/").await.status, 200);
@@ -258,6 +267,42 @@ async fn times_fails_n_then_succeeds_and_counts() {
     assert_eq!(get(addr, "/api/v2/pokemon/26").await.status, 200);
     assert_eq!(s.detail_requests(26), 2);
     assert_eq!(s.total_detail_requests(), 6);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_list_fault_spoils_only_that_entry() {
+    let s = stub(StubConfig {
+        count: 10,
+        ..StubConfig::default()
+    })
+    .await;
+    let addr = s.addr();
+    s.set_list_fault(3, Some(ListFault::NulInName));
+    let names = |page: Value| -> Vec<String> {
+        page["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|entry| entry["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let listed = names(get(addr, "/api/v2/pokemon?limit=10").await.json());
+    for (i, name) in listed.iter().enumerate() {
+        let id = i as i32 + 1;
+        let served = s.dataset().name(id).expect("name");
+        if id == 3 {
+            assert_eq!(name, &format!("{served}\0"));
+        } else {
+            assert_eq!(name, served);
+        }
+    }
+    let detail = get(addr, "/api/v2/pokemon/3/").await;
+    assert_eq!(detail.json()["name"].as_str(), s.dataset().name(3));
+
+    s.set_list_fault(3, None);
+    let listed = names(get(addr, "/api/v2/pokemon?limit=10").await.json());
+    assert_eq!(listed[2], s.dataset().name(3).expect("name"));
     s.shutdown().await;
 }
 

@@ -112,7 +112,18 @@ impl TestEnv {
     }
 
     pub fn producer_config(&self, extra: &[&str]) -> pokeq_producer::Config {
-        let mut args = self.common_args("producer");
+        self.producer_config_via(&self.amqp_url, &self.database_url, extra)
+    }
+
+    /// A producer configuration whose broker and database URLs are `amqp_url` and
+    /// `database_url` (e.g. through a [`proxy::Proxy`]).
+    pub fn producer_config_via(
+        &self,
+        amqp_url: &str,
+        database_url: &str,
+        extra: &[&str],
+    ) -> pokeq_producer::Config {
+        let mut args = self.args_via("producer", amqp_url, database_url);
         args.extend(test_defaults(extra));
         args.extend(extra.iter().map(|s| s.to_string()));
         pokeq_producer::Cli::try_parse_from(args)
@@ -279,6 +290,16 @@ impl TestEnv {
         self.stub.shutdown().await;
         self.fresh.cleanup().await;
     }
+}
+
+/// The status of a GET of `url` (a health endpoint), or `None` without an answer.
+pub async fn http_status(url: &str) -> Option<u16> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let response = client.get(url).send().await.ok()?;
+    Some(response.status().as_u16())
 }
 
 /// Flags tests use unless they set their own: the stub needs no politeness.
