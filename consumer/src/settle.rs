@@ -7,8 +7,9 @@
 //! backoff, while the channel lives; the delivery stays unacknowledged meanwhile (the prefetch
 //! keeps the consumer from taking more than it can hold). An unroutable publish (a wait queue
 //! someone deleted) first has the topology declared again, once. Only after the bound is the
-//! delivery handed back, and then it is about [`TOTAL`] before its job runs again; if the
-//! channel or connection is gone there is nobody to tell: the broker redelivers on its own.
+//! delivery handed back, so a job whose letter the broker keeps refusing runs about once per
+//! [`TOTAL`], not in a loop; if the channel or connection is gone there is nobody to hand it
+//! back to: the broker redelivers it on its own.
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,7 +23,8 @@ use pokeq_shared::shutdown::CancellationToken;
 pub const FIRST_WAIT: Duration = Duration::from_millis(200);
 /// Longest wait between two publishes of the same message.
 pub const LONGEST_WAIT: Duration = Duration::from_secs(10);
-/// Most time spent waiting between publishes of one message before its delivery is handed back.
+/// Most time spent on one message before its delivery is handed back (a publish under way then
+/// may take its confirm timeout longer).
 pub const TOTAL: Duration = Duration::from_secs(30);
 
 /// Where a settling publish goes; the label of [`metrics::SETTLE_FAILURES`].
@@ -76,9 +78,10 @@ pub fn schedule() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Calls `publish` until it succeeds, waiting `waits` between failures, and counts each failure.
-/// After the first unroutable return, `redeclare` runs once (its failure is only logged: the
-/// waits go on). `alive` says whether the channel can still carry a publish.
+/// Calls `publish` until it succeeds, waiting `waits` between failures, and counts each failure;
+/// gives up when `waits` ends or [`TOTAL`] has passed. After the first unroutable return,
+/// `redeclare` runs once (its failure is only logged: the waits go on). `alive` says whether the
+/// channel can still carry a publish.
 pub async fn until_confirmed<P, PF, D, DF>(
     target: Target,
     mut publish: P,
@@ -93,13 +96,14 @@ where
     D: FnMut() -> DF,
     DF: Future<Output = anyhow::Result<()>>,
 {
+    let started = tokio::time::Instant::now();
     let mut redeclared = false;
     let mut failures = 0u32;
     loop {
         let error = match publish().await {
             Ok(()) => {
                 if failures > 0 {
-                    tracing::info!(target = target.as_str(), failures, "published after all");
+                    tracing::info!(to = target.as_str(), failures, "published after all");
                 }
                 return Ok(());
             }
@@ -120,10 +124,10 @@ where
                 );
             }
         }
-        let Some(wait) = waits.next() else {
+        let Some(wait) = waits.next().filter(|_| started.elapsed() < TOTAL) else {
             return Err(Unsettled::GaveUp(error));
         };
-        tracing::warn!(target = target.as_str(), %error, failures, ?wait, "publish failed; trying again");
+        tracing::warn!(to = target.as_str(), %error, failures, ?wait, "publish failed; trying again");
         tokio::select! {
             () = shutdown.cancelled() => return Err(Unsettled::Stopped(error)),
             () = tokio::time::sleep(wait) => {}
@@ -234,6 +238,33 @@ mod tests {
         .await;
         assert!(published.is_ok(), "{published:?}");
         assert_eq!((calls.get(), declares.get()), (4, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn publishes_that_time_out_are_bounded_in_time_too() {
+        let started = Instant::now();
+        let calls = Cell::new(0);
+        let published = until_confirmed(
+            Target::Dead,
+            || {
+                calls.set(calls.get() + 1);
+                async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Err(BrokerError::ConfirmTimeout(Duration::from_secs(30)))
+                }
+            },
+            || async { Ok(()) },
+            || true,
+            &CancellationToken::new(),
+            schedule(),
+        )
+        .await;
+        assert!(
+            matches!(published, Err(Unsettled::GaveUp(_))),
+            "{published:?}"
+        );
+        assert_eq!(calls.get(), 1);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
     }
 
     #[tokio::test(start_paused = true)]
