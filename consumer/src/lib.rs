@@ -9,12 +9,18 @@
 //! Infrastructure faults are waited out, never charged to a job: a lost broker connection is
 //! re-established with capped backoff (unacked deliveries return to the queue on their own); an
 //! unavailable database holds the delivery unacked and retries it with backoff, so no item ends
-//! `failed` because Postgres was down.
+//! `failed` because Postgres was down; a retry or dead letter the broker does not take is
+//! published again with bounded backoff ([`settle`]), not by running the job again.
+//!
+//! Beside the jobs, each session reads the dead-letter [`ledger`], so that jobs the broker
+//! dead-letters itself fail their items too.
 
 pub mod acks;
 pub mod circuit;
 pub mod commit;
 pub mod handler;
+pub mod ledger;
+pub mod settle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +33,7 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection};
 use pokeq_shared::broker;
 use pokeq_shared::circuit::Circuit;
 use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_byte_size, parse_duration};
@@ -44,6 +50,7 @@ use tracing::Instrument;
 use crate::acks::Acker;
 use crate::commit::{Committer, StateReader};
 use crate::handler::{Handler, Outcome};
+use crate::settle::{Target, Unsettled};
 
 /// Command line of `consumer`; every flag also reads an environment variable.
 #[derive(Debug, Parser)]
@@ -314,9 +321,19 @@ impl Session {
         self.health.set_broker(true);
         tracing::info!(queue = %self.topology.jobs(), prefetch = config.prefetch, "consuming");
 
+        let ledger_channel = connection.create_channel().await?;
+        let ledger_queue = self.topology.ledger();
+        let ledger = ledger::consume(
+            &ledger_channel,
+            &ledger_queue,
+            &self.handler.store,
+            &self.health,
+            shutdown,
+        );
         let (acker, acking) = Acker::spawn(channel.clone());
         let worker = Worker {
-            handler: self.handler,
+            handler: Arc::clone(&self.handler),
+            connection,
             publish: publish.clone(),
             topology: self.topology,
             acker,
@@ -345,7 +362,10 @@ impl Session {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
-                if !(connection.status().connected() && channel.status().connected()) {
+                if !(connection.status().connected()
+                    && channel.status().connected()
+                    && publish.status().connected())
+                {
                     break;
                 }
             }
@@ -358,11 +378,15 @@ impl Session {
             () = lost, if !shutdown.is_cancelled() => {
                 broken.get_or_insert_with(|| "connection lost".to_owned());
             }
+            Err(error) = ledger => {
+                broken.get_or_insert_with(|| format!("{error:#}"));
+            }
         }
         // The acknowledgements still held go out, then the channels close, before the
         // connection does.
         drop(worker);
         let _ = tokio::time::timeout(Duration::from_secs(5), acking).await;
+        broker::close_channel(&ledger_channel).await;
         broker::close_channel(&channel).await;
         broker::close_channel(&publish).await;
         if shutdown.is_cancelled() {
@@ -376,8 +400,11 @@ impl Session {
     }
 }
 
-struct Worker {
+struct Worker<'a> {
     handler: Arc<Handler>,
+    /// For a channel of its own to declare the topology again on: a declare the broker refuses
+    /// closes its channel.
+    connection: &'a Connection,
     /// Confirm channel for retries and dead letters.
     publish: Channel,
     topology: Topology,
@@ -385,7 +412,7 @@ struct Worker {
     acker: Acker,
 }
 
-impl Worker {
+impl Worker<'_> {
     async fn process(&self, delivery: Delivery) {
         let failures = job::attempts(&delivery.properties);
         let message_id = delivery
@@ -411,11 +438,14 @@ impl Worker {
             };
             match self.settle(&delivery, &outcome).await {
                 Ok(()) => self.acker.ack(delivery.delivery_tag),
+                Err(error @ Unsettled::ChannelLost(_)) => {
+                    // Nothing to hand it back on: the broker requeues it when the session's
+                    // channels close, which losing this one makes happen.
+                    tracing::warn!(%error, "cannot settle the delivery");
+                    self.acker.forget(delivery.delivery_tag);
+                }
                 Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "cannot settle the delivery; handing it back"
-                    );
+                    tracing::warn!(%error, "cannot settle the delivery; handing it back");
                     let _ = delivery.nack(requeue()).await;
                     self.acker.forget(delivery.delivery_tag);
                 }
@@ -447,8 +477,8 @@ impl Worker {
     }
 
     /// Does what `outcome` asks of the broker before the delivery can be acknowledged: a retry
-    /// or dead letter is published and confirmed.
-    async fn settle(&self, delivery: &Delivery, outcome: &Outcome) -> anyhow::Result<()> {
+    /// or dead letter is published and confirmed ([`settle`]).
+    async fn settle(&self, delivery: &Delivery, outcome: &Outcome) -> Result<(), Unsettled> {
         match outcome {
             Outcome::Done { written } => {
                 let label = if *written { "done" } else { "skipped" };
@@ -468,22 +498,15 @@ impl Worker {
                     headers.push((job::NOT_BEFORE_HEADER, AMQPValue::LongLongInt(*at)));
                 }
                 let properties = job::with_headers(&delivery.properties, &headers);
-                broker::publish(
-                    &self.publish,
-                    &self.topology.retry(),
-                    &delay.label,
-                    &delivery.data,
-                    properties,
-                )
-                .await?;
+                self.publish(Target::Retry, &delay.label, &delivery.data, properties)
+                    .await?;
                 metrics::counter!(metrics::JOBS, "outcome" => "retry").increment(1);
                 metrics::counter!(metrics::RETRIES, "delay" => delay.label.clone()).increment(1);
             }
             Outcome::Defer { delay } => {
                 tracing::debug!(delay = %delay.label, "not due yet; waiting again");
-                broker::publish(
-                    &self.publish,
-                    &self.topology.retry(),
+                self.publish(
+                    Target::Retry,
                     &delay.label,
                     &delivery.data,
                     delivery.properties.clone(),
@@ -516,9 +539,8 @@ impl Worker {
                         ),
                     ],
                 );
-                broker::publish(
-                    &self.publish,
-                    &self.topology.dead(),
+                self.publish(
+                    Target::Dead,
                     delivery.routing_key.as_str(),
                     &delivery.data,
                     properties,
@@ -530,7 +552,51 @@ impl Worker {
         }
         Ok(())
     }
+
+    /// Publishes to the exchange of `target` until confirmed, within [`settle`]'s bound.
+    async fn publish(
+        &self,
+        target: Target,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), Unsettled> {
+        let exchange = match target {
+            Target::Retry => self.topology.retry(),
+            Target::Dead => self.topology.dead(),
+        };
+        settle::until_confirmed(
+            target,
+            || {
+                broker::publish(
+                    &self.publish,
+                    &exchange,
+                    routing_key,
+                    body,
+                    properties.clone(),
+                )
+            },
+            || self.redeclare(),
+            || self.connection.status().connected() && self.publish.status().connected(),
+            &self.handler.shutdown,
+            settle::schedule(),
+        )
+        .await
+    }
+
+    /// Declares the topology on a channel of its own, closed afterwards.
+    async fn redeclare(&self) -> anyhow::Result<()> {
+        let channel = self.connection.create_channel().await?;
+        let declared = tokio::time::timeout(DECLARE_TIMEOUT, self.topology.declare(&channel)).await;
+        broker::close_channel(&channel).await;
+        declared
+            .map_err(|_| anyhow::anyhow!("no answer within {DECLARE_TIMEOUT:?}"))?
+            .map_err(anyhow::Error::from)
+    }
 }
+
+/// Longest wait for the broker to declare the whole topology again.
+const DECLARE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn requeue() -> BasicNackOptions {
     BasicNackOptions {

@@ -136,7 +136,7 @@ pub struct Items {
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueRow {
     pub name: String,
-    /// `jobs`, `retry` or `dead`.
+    /// `jobs`, `retry`, `dead` or `ledger`.
     pub role: &'static str,
     /// False when the broker has no such queue (jobs and dead are always listed).
     pub exists: bool,
@@ -409,8 +409,9 @@ async fn queue_part(
     Ok(queue_rows(topology, found))
 }
 
-/// The jobs queue, the retry wait queues shortest delay first, then the dead queue. Jobs and dead
-/// are always listed, marked missing if the broker has no such queue.
+/// The jobs queue, the retry wait queues shortest delay first, the dead queue, then the
+/// dead-letter ledger if there is one (consumers empty it; letters piling up there mean none
+/// reads it). Jobs and dead are always listed, marked missing if the broker has no such queue.
 fn queue_rows(topology: &Topology, found: Vec<QueueStats>) -> Vec<QueueRow> {
     let retry_prefix = format!("{}.", topology.retry());
     let row = |role: &'static str, stats: QueueStats| QueueRow {
@@ -433,12 +434,15 @@ fn queue_rows(topology: &Topology, found: Vec<QueueStats>) -> Vec<QueueRow> {
     };
     let mut jobs = None;
     let mut dead = None;
+    let mut ledger = None;
     let mut retries = Vec::new();
     for stats in found {
         if stats.name == topology.jobs() {
             jobs = Some(row("jobs", stats));
         } else if stats.name == topology.dead() {
             dead = Some(row("dead", stats));
+        } else if stats.name == topology.ledger() {
+            ledger = Some(row("ledger", stats));
         } else if let Some(label) = stats.name.strip_prefix(&retry_prefix) {
             let order = parse_duration(label).unwrap_or(Duration::MAX);
             retries.push((order, row("retry", stats)));
@@ -448,6 +452,7 @@ fn queue_rows(topology: &Topology, found: Vec<QueueStats>) -> Vec<QueueRow> {
     let mut rows = vec![jobs.unwrap_or_else(|| missing("jobs", topology.jobs()))];
     rows.extend(retries.into_iter().map(|(_, row)| row));
     rows.push(dead.unwrap_or_else(|| missing("dead", topology.dead())));
+    rows.extend(ledger);
     rows
 }
 
@@ -624,6 +629,7 @@ mod tests {
             &topology,
             vec![
                 stats("p.dead", 4),
+                stats("p.dead.ledger", 0),
                 stats("p.retry.10m", 0),
                 stats("p.retry.5s", 1),
                 stats("p.retry.30s", 2),
@@ -637,7 +643,8 @@ mod tests {
                 "p.retry.5s",
                 "p.retry.30s",
                 "p.retry.10m",
-                "p.dead"
+                "p.dead",
+                "p.dead.ledger"
             ]
         );
         assert!(!rows[0].exists, "jobs was not in the answer");

@@ -104,6 +104,7 @@ async fn status_json_reports_items_queues_and_the_last_producer_run() {
         "retry.2m",
         "retry.10m",
         "dead",
+        "dead.ledger",
     ]
     .iter()
     .map(|suffix| format!("{p}.{suffix}"))

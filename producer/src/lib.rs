@@ -3,9 +3,11 @@
 //!
 //! Crash safety comes from the order of writes: items are recorded `pending` before their job is
 //! published and move to `queued` only after the broker confirmed it. Killed at any moment, a
-//! rerun finds the unconfirmed items still `pending` and publishes them again; nothing else.
-//! Postgres going away mid-run is waited out ([`patience`]); SIGTERM ends every wait, for the
-//! database, the broker or the API, within a few seconds.
+//! rerun finds the unconfirmed items still `pending` and publishes them again. Items `queued`
+//! for longer than `--requeue-after` are published again too: their job may have been lost in
+//! the broker, and a duplicate is harmless. Postgres going away mid-run is waited out
+//! ([`patience`]); SIGTERM ends every wait, for the database, the broker or the API, within a
+//! few seconds.
 
 mod patience;
 mod progress;
@@ -73,6 +75,15 @@ pub struct Cli {
     #[arg(long, env = "POKEQ_REFRESH")]
     pub refresh: bool,
 
+    /// Also publish again items `queued` for longer than this (`0`: every queued item), counted
+    /// from their last touch: when they were queued or a consumer last recorded a retry of
+    /// their job. A job lost in the broker (a purged queue, a message a classic queue lost)
+    /// then gets a new one. A job still on its way (a long backlog, a long retry delay or
+    /// `Retry-After`) gets a duplicate, which is harmless: the consumer finds its item done
+    /// and acknowledges it without an API call. Keep it above the longest such wait.
+    #[arg(long, env = "POKEQ_REQUEUE_AFTER", default_value = "1h", value_parser = parse_requeue_after)]
+    pub requeue_after: Duration,
+
     /// Address of /metrics, /healthz and /readyz while the run lasts, or `off`.
     #[arg(long, env = "METRICS_ADDR", default_value = "off", value_parser = metrics::parse_addr)]
     pub metrics_addr: metrics::Endpoint,
@@ -96,6 +107,7 @@ pub struct Config {
     pub concurrency: usize,
     pub retry_failed: bool,
     pub refresh: bool,
+    pub requeue_after: Duration,
     pub http: ClientOptions,
     pub politeness: Politeness,
     pub metrics_addr: metrics::Listen,
@@ -111,6 +123,7 @@ impl Cli {
             concurrency: self.concurrency as usize,
             retry_failed: self.retry_failed,
             refresh: self.refresh,
+            requeue_after: self.requeue_after,
             politeness: self.politeness.politeness(),
             http: ClientOptions {
                 timeout: self.http_timeout,
@@ -129,8 +142,8 @@ pub struct Summary {
     pub listed: u64,
     /// Jobs published and confirmed by the broker.
     pub published: u64,
-    /// Listed resources not published: done, queued, failed without `--retry-failed`, or
-    /// refused by the database.
+    /// Listed resources not published: done, queued (for less than `--requeue-after`), failed
+    /// without `--retry-failed`, or refused by the database.
     pub skipped: u64,
     /// List pages in the plan.
     pub pages: u64,
@@ -169,6 +182,7 @@ struct Producer {
     exchange: String,
     retry_failed: bool,
     refresh: bool,
+    requeue_after: Duration,
     progress: Arc<Progress>,
 }
 
@@ -235,6 +249,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         exchange: topology.jobs(),
         retry_failed: config.retry_failed,
         refresh: config.refresh,
+        requeue_after: config.requeue_after,
         progress: Arc::new(Progress::default()),
     });
 
@@ -364,6 +379,14 @@ pub fn believed_total(count: u64, limit: Option<u64>) -> u64 {
     }
 }
 
+/// A `--requeue-after` value: a duration, or a bare `0` for "now".
+fn parse_requeue_after(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
 /// `(offset, limit)` of every page of a list of `total` items.
 pub fn plan(total: u64, page_size: u64) -> Vec<(u64, u64)> {
     (0..total)
@@ -422,8 +445,12 @@ impl Producer {
         let claimed = self
             .patience
             .run("claim items to publish", || {
-                self.store
-                    .claim_for_publish(&ids, self.retry_failed, self.refresh)
+                self.store.claim_for_publish(
+                    &ids,
+                    self.retry_failed,
+                    self.refresh,
+                    self.requeue_after,
+                )
             })
             .await?;
         let shutdown = &self.patience.shutdown;
@@ -577,6 +604,16 @@ mod tests {
     fn command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn requeue_after_takes_a_duration_or_zero() {
+        assert_eq!(parse_requeue_after("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_requeue_after("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_requeue_after("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_requeue_after("5").is_err());
+        let cli = Cli::try_parse_from(["producer"]).expect("defaults");
+        assert_eq!(cli.requeue_after, Duration::from_secs(3600));
     }
 
     #[test]

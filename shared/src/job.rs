@@ -28,6 +28,8 @@ pub const NOT_BEFORE_HEADER: &str = "x-pokeq-not-before";
 pub const ERROR_KIND_HEADER: &str = "x-pokeq-error-kind";
 /// Human-readable reason of a dead letter.
 pub const ERROR_HEADER: &str = "x-pokeq-error";
+/// The broker's record of each time it dead-lettered a message (RabbitMQ sets it).
+pub const DEATH_HEADER: &str = "x-death";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
@@ -119,13 +121,25 @@ impl Job {
     }
 }
 
-/// Why a job ended in the dead-letter queue; the names are the contract's header values.
+/// Why a job ended in the dead-letter queue, and so the `error_kind` of its failed item. The
+/// first four are the contract's `x-pokeq-error-kind` values, set by the consumer; the others
+/// are RabbitMQ's own dead-lettering reasons, for letters the broker dead-lettered itself (they
+/// carry no pokeq header; see [`broker_death`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     NotFound,
     MalformedPayload,
     InvalidMessage,
     Exhausted,
+    /// Delivered more often than the quorum jobs queue's `x-delivery-limit` without being
+    /// settled: a job that crashed or stalled every consumer that took it.
+    DeliveryLimit,
+    /// Rejected without requeue by a consumer that is not pokeq's.
+    Rejected,
+    /// Expired in the jobs queue (a message TTL set by a policy).
+    Expired,
+    /// Dropped from the jobs queue when it was full (a length limit set by a policy).
+    MaxLen,
 }
 
 impl ErrorKind {
@@ -135,8 +149,59 @@ impl ErrorKind {
             ErrorKind::MalformedPayload => "malformed_payload",
             ErrorKind::InvalidMessage => "invalid_message",
             ErrorKind::Exhausted => "exhausted",
+            ErrorKind::DeliveryLimit => "delivery_limit",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Expired => "expired",
+            ErrorKind::MaxLen => "maxlen",
         }
     }
+
+    /// The kind of a RabbitMQ dead-lettering reason (`x-death` `reason`), if it is one.
+    pub fn from_broker_reason(reason: &str) -> Option<Self> {
+        match reason {
+            "delivery_limit" => Some(ErrorKind::DeliveryLimit),
+            "rejected" => Some(ErrorKind::Rejected),
+            "expired" => Some(ErrorKind::Expired),
+            "maxlen" => Some(ErrorKind::MaxLen),
+            _ => None,
+        }
+    }
+}
+
+/// How RabbitMQ itself dead-lettered a message, as its headers tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerDeath {
+    /// RabbitMQ's reason: `delivery_limit`, `rejected`, `expired` or `maxlen`.
+    pub reason: String,
+    /// The queue the message died in, when the headers name it.
+    pub queue: Option<String>,
+}
+
+/// The broker's latest dead-lettering of a message: from `x-last-death-*` (RabbitMQ 3.13+),
+/// else from the most recent `x-death` entry (listed newest first). `None` if the broker never
+/// dead-lettered it. Expiries in pokeq's own wait queues are dead-letterings too, so a retried
+/// job carries `expired` entries: only the newest one says how the message ended.
+pub fn broker_death(properties: &BasicProperties) -> Option<BrokerDeath> {
+    let headers = properties.headers().as_ref()?.inner();
+    let newest = match headers.get(DEATH_HEADER) {
+        Some(AMQPValue::FieldArray(entries)) => {
+            entries.as_slice().iter().find_map(|entry| match entry {
+                AMQPValue::FieldTable(table) => Some(table.inner()),
+                _ => None,
+            })
+        }
+        _ => None,
+    };
+    let text = |value: Option<&AMQPValue>| match value? {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        AMQPValue::ShortString(text) => Some(text.to_string()),
+        _ => None,
+    };
+    let reason = text(headers.get("x-last-death-reason"))
+        .or_else(|| text(newest.and_then(|entry| entry.get("reason"))))?;
+    let queue = text(headers.get("x-last-death-queue"))
+        .or_else(|| text(newest.and_then(|entry| entry.get("queue"))));
+    Some(BrokerDeath { reason, queue })
 }
 
 /// Most failed tries a message can claim: far above any `--max-attempts`, low enough that
@@ -274,6 +339,48 @@ mod tests {
             Some(trace),
             "fresh per job"
         );
+    }
+
+    #[test]
+    fn the_broker_death_is_its_newest_one() {
+        let entry = |queue: &str, reason: &str| {
+            let mut table = FieldTable::default();
+            table.insert("queue".into(), AMQPValue::LongString(queue.into()));
+            table.insert("reason".into(), AMQPValue::LongString(reason.into()));
+            AMQPValue::FieldTable(table)
+        };
+        let job = Job::new(1, "bulbasaur").properties();
+        assert_eq!(broker_death(&job), None);
+        let deaths = AMQPValue::FieldArray(
+            vec![
+                entry("p.jobs", "delivery_limit"),
+                entry("p.retry.1s", "expired"),
+            ]
+            .into(),
+        );
+        let dead = with_headers(&job, &[(DEATH_HEADER, deaths)]);
+        assert_eq!(
+            broker_death(&dead),
+            Some(BrokerDeath {
+                reason: "delivery_limit".into(),
+                queue: Some("p.jobs".into()),
+            })
+        );
+        let newer = with_headers(
+            &dead,
+            &[(
+                "x-last-death-reason",
+                AMQPValue::LongString("rejected".into()),
+            )],
+        );
+        assert_eq!(
+            broker_death(&newer).map(|d| d.reason).as_deref(),
+            Some("rejected")
+        );
+        for reason in ["delivery_limit", "rejected", "expired", "maxlen"] {
+            let kind = ErrorKind::from_broker_reason(reason).map(ErrorKind::as_str);
+            assert_eq!(kind, Some(reason));
+        }
     }
 
     #[test]

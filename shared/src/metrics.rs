@@ -25,8 +25,12 @@ pub use ::metrics::{counter, gauge, histogram};
 pub const JOBS: &str = "pokeq_jobs_total";
 /// Jobs sent to a wait queue, by delay label.
 pub const RETRIES: &str = "pokeq_retries_total";
-/// Dead letters by kind.
+/// Dead letters by kind: those a consumer publishes, and those the broker dead-lettered itself
+/// (`delivery_limit`, ...) as the consumer reading the ledger records them.
 pub const DEAD_LETTERS: &str = "pokeq_dead_letters_total";
+/// Publishes of a retry or dead letter that failed (nacked, returned, unconfirmed), by target
+/// (`retry`, `dead`); each is retried with backoff, the delivery held meanwhile.
+pub const SETTLE_FAILURES: &str = "pokeq_settle_failures_total";
 /// API requests by status (`200`, `404`, `429`, ... or `error` when no response came).
 pub const API_REQUESTS: &str = "pokeq_api_requests_total";
 /// Latency of API requests, body included.

@@ -435,43 +435,45 @@ impl Store {
         Ok(())
     }
 
-    /// Of `ids`, the ones a producer must publish: those `pending` (never confirmed), with
-    /// `retry_failed` those `failed`, and with `refresh` those `done`; the latter two move back
-    /// to `pending`. `queued` items are left alone: their job is on its way.
+    /// Of `ids`, the ones a producer must publish: those `pending` (never confirmed), those
+    /// `queued` but untouched for `requeue_after` (their job may be lost: a purged queue, a
+    /// classic queue's lost message), with `retry_failed` those `failed`, and with `refresh`
+    /// those `done`; all but the pending ones move back to `pending`. An item's last touch is
+    /// its `updated_at`, which every step of its job moves (queued, each retry attempt
+    /// recorded, ...), or its `queued_at` if later.
     pub async fn claim_for_publish(
         &self,
         ids: &[i32],
         retry_failed: bool,
         refresh: bool,
+        requeue_after: Duration,
     ) -> Result<Vec<i32>, StoreError> {
         let client = self.pool.get().await?;
         // Pending items are only read: rewriting them would double the producer's writes on a
         // first run. The select sees the statuses from before the update.
-        let rows = if retry_failed || refresh {
-            client
-                .query(
-                    "with moved as (
-                        update ingest_items set status = 'pending', updated_at = now()
-                        where resource = $1 and id = any($2)
-                          and (($3 and status = 'failed') or ($4 and status = 'done'))
-                        returning id
-                     )
-                     select id from ingest_items
-                     where resource = $1 and id = any($2) and status = 'pending'
-                     union all
-                     select id from moved",
-                    &[&RESOURCE, &ids, &retry_failed, &refresh],
-                )
-                .await?
-        } else {
-            client
-                .query(
-                    "select id from ingest_items
-                     where resource = $1 and id = any($2) and status = 'pending'",
-                    &[&RESOURCE, &ids],
-                )
-                .await?
-        };
+        let rows = client
+            .query(
+                "with moved as (
+                    update ingest_items set status = 'pending', updated_at = now()
+                    where resource = $1 and id = any($2)
+                      and (($3 and status = 'failed') or ($4 and status = 'done')
+                           or (status = 'queued' and greatest(updated_at, queued_at)
+                               <= now() - make_interval(secs => $5)))
+                    returning id
+                 )
+                 select id from ingest_items
+                 where resource = $1 and id = any($2) and status = 'pending'
+                 union all
+                 select id from moved",
+                &[
+                    &RESOURCE,
+                    &ids,
+                    &retry_failed,
+                    &refresh,
+                    &requeue_after.as_secs_f64(),
+                ],
+            )
+            .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 

@@ -19,6 +19,12 @@ use crate::job::RESOURCE;
 /// message that crashes every consumer that takes it. Matches RabbitMQ 4's default.
 pub const DELIVERY_LIMIT: i64 = 20;
 
+/// Most letters the dead-letter ledger holds before it drops its oldest. Consumers empty it as
+/// letters come, so it only fills while none runs that reads it (a rolling upgrade from a
+/// version without it): the bound keeps that from growing without limit, and a letter dropped
+/// costs no item, which stays `queued` until a producer run republishes it (`--requeue-after`).
+pub const LEDGER_MAX_LENGTH: i64 = 100_000;
+
 /// One wait queue's delay, with the label that names its queue (`5s` → `<prefix>.retry.5s`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delay {
@@ -169,6 +175,13 @@ impl Topology {
         format!("{}.dead", self.prefix)
     }
 
+    /// Queue that gets a copy of every dead letter, for consumers to record the letters the
+    /// broker dead-lettered itself (pokeq never sees those otherwise). Operators work on
+    /// [`Topology::dead`] alone; this one is pokeq's bookkeeping.
+    pub fn ledger(&self) -> String {
+        format!("{}.dead.ledger", self.prefix)
+    }
+
     pub fn declarations(&self) -> Vec<Declaration> {
         let mut jobs_args = serde_json::Map::new();
         jobs_args.insert("x-queue-type".into(), json!(self.queue_type.as_str()));
@@ -181,6 +194,11 @@ impl Topology {
         // delivery limit that would silently drop a dead letter after enough listings.
         let mut dead_args = serde_json::Map::new();
         dead_args.insert("x-queue-type".into(), json!("classic"));
+        // Classic for the same reason; bounded, dropping its oldest letter when full (a full
+        // queue that refused publishes would make the dead letters themselves fail).
+        let mut ledger_args = dead_args.clone();
+        ledger_args.insert("x-max-length".into(), json!(LEDGER_MAX_LENGTH));
+        ledger_args.insert("x-overflow".into(), json!("drop-head"));
 
         let mut list = vec![
             Declaration::Exchange {
@@ -194,6 +212,15 @@ impl Topology {
             Declaration::Binding {
                 exchange: self.dead(),
                 queue: self.dead(),
+                routing_key: String::new(),
+            },
+            Declaration::Queue {
+                name: self.ledger(),
+                arguments: ledger_args,
+            },
+            Declaration::Binding {
+                exchange: self.dead(),
+                queue: self.ledger(),
                 routing_key: String::new(),
             },
             Declaration::Exchange {
@@ -395,8 +422,17 @@ mod tests {
         let topology = Topology::new("acme", QueueType::Quorum, RetryDelays::default());
         assert_eq!(topology.jobs(), "acme.jobs");
         assert_eq!(topology.dead(), "acme.dead");
+        assert_eq!(topology.ledger(), "acme.dead.ledger");
         let queues = topology.queues();
         assert!(queues.contains(&"acme.retry.5s".to_owned()));
+        assert!(
+            topology.declarations().contains(&Declaration::Binding {
+                exchange: "acme.dead".into(),
+                queue: "acme.dead.ledger".into(),
+                routing_key: String::new(),
+            }),
+            "every dead letter is copied to the ledger"
+        );
         assert!(queues.iter().all(|q| q.starts_with("acme.")));
     }
 }
