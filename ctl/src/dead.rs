@@ -31,6 +31,7 @@ use pokeq_shared::topology::{RetryDelays, Topology};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::probe::{self, ProbeError};
 use crate::table::{Align, Table, age, clip};
 use crate::{Console, UsageError};
 
@@ -381,6 +382,30 @@ impl Session {
         })
     }
 
+    /// A session on the queues as they are, for commands that only read: nothing is declared,
+    /// and `None` when the dead queue does not exist.
+    async fn existing(common: &Common) -> anyhow::Result<Option<Self>> {
+        let connection =
+            broker::connect_once(&common.amqp_url, "pokeq-ctl", common.extra_ca.as_deref()).await?;
+        let topology = Topology::new(&common.prefix, common.queue_type, RetryDelays::default());
+        let channel = connection.create_channel().await?;
+        match probe::passive_declare(&channel, &topology.dead()).await {
+            Ok(_) => Ok(Some(Self {
+                connection,
+                channel,
+                topology,
+            })),
+            Err(ProbeError::NotFound) => {
+                broker::close(&connection).await;
+                Ok(None)
+            }
+            Err(error) => {
+                broker::close(&connection).await;
+                Err(error.into())
+            }
+        }
+    }
+
     /// Takes messages from the dead queue, unacknowledged, until it is empty or `enough`
     /// (called with each new letter) says stop. On an error everything taken is handed back.
     async fn take(&self, mut enough: impl FnMut(&Letter) -> bool) -> anyhow::Result<Held> {
@@ -539,6 +564,32 @@ async fn list(common: &Common, args: &ListArgs, console: &mut Console<'_>) -> an
     session.close().await;
     console.out.write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// The dead letters of item `id`, each as `list --json` shows it, read as `show` reads them
+/// (taken without acknowledging, every one handed back) but declaring nothing: `None` when the
+/// dead queue does not exist.
+pub async fn letters_of(common: &Common, id: i32) -> anyhow::Result<Option<Vec<Value>>> {
+    let Some(session) = Session::existing(common).await? else {
+        return Ok(None);
+    };
+    let held = match session.take(|_| false).await {
+        Ok(held) => held,
+        Err(error) => {
+            session.close().await;
+            return Err(error);
+        }
+    };
+    let now = now();
+    let mine = held
+        .letters
+        .iter()
+        .filter(|letter| letter.id() == Some(id))
+        .map(|letter| letter.summary(now))
+        .collect();
+    give_back(held.letters.iter()).await;
+    session.close().await;
+    Ok(Some(mine))
 }
 
 /// An `ingest_items` row, as `show` prints it.

@@ -1,8 +1,10 @@
 //! `pokeq`, the operator CLI: one subcommand per operator task.
 //!
 //! - `migrate` creates the database if missing and applies migrations.
-//! - [`status`] shows item counts (Postgres), queue depths ([`management`], the RabbitMQ HTTP
-//!   API) and the last producer run's progress, once or refreshed with `--watch`.
+//! - [`status`] shows item counts, throughput and the producer runs (Postgres), queue depths
+//!   counted now over AMQP ([`probe`]) and sampled by [`management`] (the RabbitMQ HTTP API),
+//!   once, refreshed with `--watch`, or until the run is over with `--wait` ([`wait`]).
+//! - [`item`] tells one item's whole story: state, errors, stored row, dead letters.
 //! - [`dead`] lists, shows, replays and purges dead letters over AMQP, taking messages without
 //!   acknowledging them so that nothing is lost if the CLI stops half-way.
 //! - [`table`] aligns the columns people read.
@@ -11,9 +13,12 @@
 //! [`run_with`] takes a [`Console`] instead, so tests drive every command in-process.
 
 pub mod dead;
+pub mod item;
 pub mod management;
+pub mod probe;
 pub mod status;
 pub mod table;
+pub mod wait;
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 
@@ -37,8 +42,12 @@ pub struct Cli {
 pub enum Command {
     /// Create the database if missing and apply pending migrations.
     Migrate,
-    /// Item counts, queue depths and the last producer run's progress.
+    /// Item counts, throughput and ETA, queue depths, recent producer runs (--wait: block
+    /// until the run is over).
     Status(status::StatusArgs),
+    /// One item's whole story: state, attempts, errors, timestamps, ETag, stored row, dead
+    /// letters.
+    Item(item::ItemArgs),
     /// Dead letters: list, show, replay or purge them.
     #[command(subcommand)]
     Dead(dead::DeadCommand),
@@ -49,6 +58,7 @@ pub enum Command {
 pub enum Action {
     Migrate,
     Status(status::StatusConfig),
+    Item(item::ItemArgs),
     Dead(dead::DeadCommand),
 }
 
@@ -72,6 +82,7 @@ impl Cli {
         let action = match &self.command {
             Command::Migrate => Action::Migrate,
             Command::Status(args) => Action::Status(args.validate(&common)?),
+            Command::Item(args) => Action::Item(args.clone()),
             Command::Dead(command) => Action::Dead(command.clone()),
         };
         Ok(Config { common, action })
@@ -84,11 +95,13 @@ impl Cli {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// The contract's exit status for an error `run` returned: 2 for a refused request or a setting
-/// RabbitMQ, its management API or Postgres refused (as in every binary, see
-/// [`exit::code`]), else 1.
+/// The contract's exit status for an error `run` returned: 2 for a refused request, for a
+/// setting RabbitMQ, its management API or Postgres refused (as in every binary, see
+/// [`exit::code`]), and for `status --wait` past its `--timeout`; else 1.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.downcast_ref::<UsageError>().is_some() {
+    if error.downcast_ref::<UsageError>().is_some()
+        || error.downcast_ref::<wait::WaitTimeout>().is_some()
+    {
         exit::CONFIG
     } else {
         exit::code(error)
@@ -148,6 +161,7 @@ pub async fn run_with(
         Action::Status(status) => {
             status::run(&config.common, &status, &shutdown, &mut console).await
         }
+        Action::Item(args) => item::run(&config.common, &args, &mut console).await,
         Action::Dead(command) => dead::run(&config.common, &command, &shutdown, &mut console).await,
     };
     console.out.flush()?;
