@@ -152,6 +152,7 @@ impl Cli {
 /// error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (health, metrics_at) = metrics::serve_health(config.metrics_addr, &shutdown).await?;
+    metrics::preregister(metrics::Binary::Consumer);
     tracing::info!(
         process = %process_name(),
         metrics = %metrics_at.map_or_else(|| "off".to_owned(), |a| a.to_string()),
@@ -237,7 +238,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let wait = backoff.next().unwrap_or(Duration::from_secs(10));
         metrics::counter!(metrics::RECONNECTS, "target" => "broker").increment(1);
         tracing::warn!(
-            error = format!("{error:#}"),
+            error = pokeq_shared::exit::describe(&error),
             ?wait,
             "lost RabbitMQ; reconnecting"
         );
@@ -379,7 +380,7 @@ impl Session {
                 broken.get_or_insert_with(|| "connection lost".to_owned());
             }
             Err(error) = ledger => {
-                broken.get_or_insert_with(|| format!("{error:#}"));
+                broken.get_or_insert_with(|| pokeq_shared::exit::describe(&error));
             }
         }
         // The acknowledgements still held go out, then the channels close, before the

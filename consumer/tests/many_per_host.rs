@@ -119,3 +119,49 @@ async fn a_chosen_metrics_address_that_is_taken_exits_2() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn every_series_is_on_metrics_from_the_start_with_its_help() {
+    let env = TestEnv::start(StubConfig {
+        count: 1,
+        ..StubConfig::default()
+    })
+    .await;
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr").to_string()
+    };
+    let expected = [
+        "# HELP pokeq_jobs_total",
+        "pokeq_jobs_total{outcome=\"dead\"} 0",
+        "pokeq_dead_letters_total{kind=\"delivery_limit\"} 0",
+        "pokeq_settle_failures_total{target=\"retry\"} 0",
+        "pokeq_reconnects_total{target=\"database\"} 0",
+        "pokeq_api_circuit_open 0",
+        "# HELP pokeq_api_circuit_open",
+    ];
+    let child = consumer(&env, Some(&addr));
+    let client = reqwest::Client::new();
+    let mut page = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !expected.iter().all(|line| page.contains(line)) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(response) = client.get(format!("http://{addr}/metrics")).send().await {
+            page = response.text().await.unwrap_or_default();
+        }
+    }
+    let (code, log) = stop(child).await;
+    assert_eq!(code, Some(0), "{log}");
+    for line in expected {
+        assert!(
+            page.contains(line),
+            "{line:?} missing before any job:\n{page}"
+        );
+    }
+    assert_eq!(
+        env.stub.total_detail_requests(),
+        0,
+        "no job ran: the series are there from the start"
+    );
+    env.cleanup().await;
+}

@@ -698,8 +698,16 @@ fn show_text(
             }
         }
         if let Some(headers) = letter.delivery.properties.headers().as_ref() {
+            // pokeq's own headers are the kind, error and attempts rows above.
+            let shown = [
+                job::ERROR_KIND_HEADER,
+                job::ERROR_HEADER,
+                job::ATTEMPTS_HEADER,
+            ];
             for (key, value) in headers.inner() {
-                fields.row(vec![format!("header {key}"), plain(&amqp_json(value))]);
+                if !shown.contains(&key.as_str()) {
+                    fields.row(vec![format!("header {key}"), plain(&amqp_json(value))]);
+                }
             }
         }
         text.push_str(&fields.render("  "));
@@ -882,10 +890,9 @@ async fn purge(
     }
     give_back(kept.iter().copied()).await;
     session.close().await;
-    if !confirmed {
-        writeln!(console.out, "not confirmed; nothing purged")?;
-    }
     writeln!(console.out, "purged={purged}")?;
+    // A declined purge did not do what was asked: a script must not read it as done.
+    anyhow::ensure!(confirmed, "not confirmed; nothing purged");
     match failure {
         Some(error) => Err(error.context("purge stopped; the letters not purged were kept")),
         None => Ok(()),

@@ -167,3 +167,25 @@ pub async fn run_with(
     console.out.flush()?;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn shared_flags_work_before_and_after_the_subcommand() {
+        let before = super::Cli::try_parse_from(["pokeq", "--prefix", "a", "status"]).unwrap();
+        let after = super::Cli::try_parse_from(["pokeq", "status", "--prefix", "a"]).unwrap();
+        assert_eq!(before.common.prefix, "a");
+        assert_eq!(after.common.prefix, "a");
+        let deep = super::Cli::try_parse_from([
+            "pokeq",
+            "dead",
+            "list",
+            "--database-url",
+            "postgres://x/y",
+        ])
+        .unwrap();
+        assert_eq!(deep.common.database_url, "postgres://x/y");
+    }
+}

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pokeq: {error:#}");
+            eprintln!("pokeq: {}", pokeq_shared::exit::describe(&error));
             ExitCode::from(pokeq_ctl::exit_code(&error))
         }
     }

@@ -301,6 +301,14 @@ async fn list_shows_exactly_the_dead_letters_and_leaves_the_queue_as_it_was() {
         shown["letters"][0]["headers"]["x-death"][0]["reason"],
         "delivery_limit"
     );
+    let text = env.pokeq(&["dead", "show", "25"], None).await;
+    assert_eq!(text.code(), 0, "{:?}", text.result);
+    assert_eq!(
+        text.out.matches("not_found for pikachu").count(),
+        1,
+        "the reason is shown once:\n{}",
+        text.out
+    );
     let missing = env.pokeq(&["dead", "show", "999"], None).await;
     assert_eq!(missing.code(), 1);
     assert!(
@@ -409,7 +417,12 @@ async fn purge_needs_a_confirmation_and_removes_exactly_that_kind() {
     let declined = env
         .pokeq(&["dead", "purge", "--kind", "not_found"], Some("n\n"))
         .await;
-    assert_eq!(declined.code(), 0, "{:?}", declined.result);
+    assert_eq!(
+        declined.code(),
+        1,
+        "a declined purge is not a purge done: {:?}",
+        declined.result
+    );
     assert!(
         declined
             .out

@@ -192,6 +192,7 @@ struct Producer {
 /// finish, so that what was confirmed is marked `queued`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Summary> {
     let (health, _) = metrics::serve_health(config.metrics_addr, &shutdown).await?;
+    metrics::preregister(metrics::Binary::Producer);
     let opening = Store::open_patiently(
         &config.common.database,
         &config.common.database_url,
@@ -255,7 +256,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let result = produce(&producer, &config, &shutdown).await;
     producer.link.close().await;
-    let error = result.as_ref().err().map(|e| format!("{e:#}"));
+    let error = result.as_ref().err().map(pokeq_shared::exit::describe);
     // Briefly: the run's outcome is this function's result, the row only mirrors it, and a run
     // that failed for want of Postgres must not wait for it all over again.
     let finishing = producer.patience.run("record the end of the run", || {
@@ -496,7 +497,7 @@ impl Producer {
                         ));
                     };
                     tracing::warn!(
-                        error = format!("{error:#}"),
+                        error = pokeq_shared::exit::describe(&error),
                         unconfirmed = unconfirmed.len(),
                         ?wait,
                         "publish failed; retrying"

@@ -91,6 +91,7 @@ pub struct CommonArgs {
     /// RabbitMQ URL (amqp:// or amqps://).
     #[arg(
         long,
+        global = true,
         env = "AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
         hide_env_values = true,
@@ -101,6 +102,7 @@ pub struct CommonArgs {
     /// Postgres URL; the database is created if missing.
     #[arg(
         long,
+        global = true,
         env = "DATABASE_URL",
         default_value = "postgres://postgres:postgres@127.0.0.1:5432/pokeq",
         hide_env_values = true,
@@ -109,24 +111,30 @@ pub struct CommonArgs {
     pub database_url: String,
 
     /// PokeAPI base URL (the stub serves the same paths).
-    #[arg(long, env = "POKEAPI_URL", default_value = "https://pokeapi.co/api/v2")]
+    #[arg(
+        long,
+        global = true,
+        env = "POKEAPI_URL",
+        default_value = "https://pokeapi.co/api/v2"
+    )]
     pub pokeapi_url: String,
 
     /// Every exchange and queue name starts with `<prefix>.`.
-    #[arg(long, env = "POKEQ_PREFIX", default_value = "pokeq")]
+    #[arg(long, global = true, env = "POKEQ_PREFIX", default_value = "pokeq")]
     pub prefix: String,
 
-    /// Kind of the jobs and dead queues.
-    #[arg(long, env = "POKEQ_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
+    /// Kind of the jobs queue (`classic` to opt out of quorum); the dead-letter, ledger and
+    /// retry wait queues are always classic.
+    #[arg(long, global = true, env = "POKEQ_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
     pub queue_type: QueueType,
 
     /// PEM file of CA certificates to trust, besides the system's, for amqps:// and Postgres
     /// TLS (a private CA).
-    #[arg(long, env = "POKEQ_CA_FILE")]
+    #[arg(long, global = true, env = "POKEQ_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
 
     /// `json` for one JSON object per log line.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 

@@ -10,6 +10,24 @@ use crate::shutdown::{self, CancellationToken};
 use crate::store::StoreError;
 use crate::telemetry;
 
+/// The error and its causes on one line, each cause once: many errors (a connection error that
+/// quotes the driver's message, the driver's error that quotes the OS's) already carry their
+/// source's text, and `{:#}` would print it again.
+pub fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 /// Exit status for a setting that failed validation, or that RabbitMQ or Postgres refused.
 pub const CONFIG: u8 = 2;
 /// Exit status for a runtime failure.
@@ -111,12 +129,9 @@ where
         Err(error) => {
             let code = code(&error);
             if code == CONFIG {
-                tracing::error!(
-                    error = format!("{error:#}"),
-                    "{binary}: configuration error"
-                );
+                tracing::error!(error = describe(&error), "{binary}: configuration error");
             } else {
-                tracing::error!(error = format!("{error:#}"), "{binary} failed");
+                tracing::error!(error = describe(&error), "{binary} failed");
             }
             ExitCode::from(code)
         }
@@ -125,6 +140,18 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_cause_is_described_once() {
+        let io = std::io::Error::other("connection refused");
+        let error = anyhow::Error::new(io)
+            .context("error connecting to server: connection refused")
+            .context("cannot connect to Postgres at postgres://x");
+        assert_eq!(
+            super::describe(&error),
+            "cannot connect to Postgres at postgres://x: error connecting to server: connection refused"
+        );
+    }
+
     use super::*;
 
     fn refused() -> Misconfigured {

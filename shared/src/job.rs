@@ -143,6 +143,18 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in the order operators read them.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::NotFound,
+        ErrorKind::MalformedPayload,
+        ErrorKind::InvalidMessage,
+        ErrorKind::Exhausted,
+        ErrorKind::DeliveryLimit,
+        ErrorKind::Rejected,
+        ErrorKind::Expired,
+        ErrorKind::MaxLen,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::NotFound => "not_found",

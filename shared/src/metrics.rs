@@ -107,8 +107,96 @@ pub fn recorder() -> &'static PrometheusHandle {
         // Fails only if another recorder was installed first, in which case ours stays empty
         // but the endpoint still answers.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
         handle
     })
+}
+
+/// `# HELP` lines for every metric pokeq records.
+fn describe() {
+    use ::metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        JOBS,
+        "Jobs by how they ended: done, skipped (already done), retry, deferred, dead."
+    );
+    describe_counter!(RETRIES, "Jobs sent to a retry wait queue, by delay.");
+    describe_counter!(
+        DEAD_LETTERS,
+        "Dead letters by kind, including those the broker dead-lettered itself."
+    );
+    describe_counter!(
+        SETTLE_FAILURES,
+        "Failed publishes of a retry or dead letter, retried with backoff, by target."
+    );
+    describe_counter!(
+        API_REQUESTS,
+        "API requests by HTTP status; error when no response came, body_error when the body did not."
+    );
+    describe_histogram!(
+        API_SECONDS,
+        ::metrics::Unit::Seconds,
+        "Latency of API requests, body included."
+    );
+    describe_gauge!(
+        API_CIRCUIT_OPEN,
+        "1 while the API fails for everything and jobs wait for it (circuit open)."
+    );
+    describe_gauge!(
+        API_CONCURRENCY_LIMIT,
+        "API requests this process allows in flight now (lowered while the API is overloaded)."
+    );
+    describe_gauge!(IN_FLIGHT, "Deliveries being worked on now.");
+    describe_histogram!(
+        DB_SECONDS,
+        ::metrics::Unit::Seconds,
+        "Latency of the statement that stores rows and marks them done."
+    );
+    describe_histogram!(COMMIT_ROWS, "Rows per group commit.");
+    describe_counter!(RECONNECTS, "Reconnections, by target (broker, database).");
+    describe_counter!(
+        PUBLISHED,
+        "Jobs the producer published and the broker confirmed."
+    );
+    describe_counter!(PAGES, "List pages the producer finished.");
+    describe_counter!(
+        REFUSED_ENTRIES,
+        "List entries the producer skipped because the database refused them."
+    );
+}
+
+/// Which binary's series to show from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    Consumer,
+    Producer,
+}
+
+/// Records every series `binary` has at zero, so dashboards and alerts see them before their
+/// first event (a `rate()` over a series that appears late misses its first increase).
+pub fn preregister(binary: Binary) {
+    match binary {
+        Binary::Consumer => {
+            for outcome in ["done", "skipped", "retry", "deferred", "dead"] {
+                counter!(JOBS, "outcome" => outcome).increment(0);
+            }
+            for kind in crate::job::ErrorKind::ALL {
+                counter!(DEAD_LETTERS, "kind" => kind.as_str()).increment(0);
+            }
+            for target in ["retry", "dead"] {
+                counter!(SETTLE_FAILURES, "target" => target).increment(0);
+            }
+            for target in ["broker", "database"] {
+                counter!(RECONNECTS, "target" => target).increment(0);
+            }
+            gauge!(IN_FLIGHT).set(0.0);
+        }
+        Binary::Producer => {
+            counter!(PUBLISHED).increment(0);
+            counter!(PAGES).increment(0);
+            counter!(REFUSED_ENTRIES).increment(0);
+            counter!(RECONNECTS, "target" => "broker").increment(0);
+        }
+    }
 }
 
 /// A `METRICS_ADDR` value: where to serve the endpoints, if anywhere.
