@@ -104,3 +104,51 @@ async fn ids_a_flaky_backend_fails_twice_are_retried_without_stopping_the_rest()
     consumer.stop().await.expect("clean stop");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_retry_after_one_process_hears_pauses_every_process_on_the_database() {
+    use pokeq_shared::rate::{Gate, Politeness};
+    let env = TestEnv::start(StubConfig {
+        count: 1,
+        ..StubConfig::default()
+    })
+    .await;
+    let politeness = Politeness {
+        rate: Some(40.0),
+        concurrency: 4,
+    };
+    // Two processes sharing the database's rate limiter; the second has been sending.
+    let told = Gate::new(&politeness, Some(env.store.clone()));
+    let other = Gate::new(&politeness, Some(env.store.clone()));
+    drop(other.enter().await);
+
+    told.asked_to_wait(Duration::from_secs(3));
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            let ahead: f64 = env
+                .client()
+                .await
+                .query_one(
+                    "select extract(epoch from next_at - clock_timestamp())::float8 from api_rate",
+                    &[],
+                )
+                .await
+                .expect("api_rate")
+                .get(0);
+            ahead > 2.0
+        })
+        .await,
+        "the wait is shared through the limiter"
+    );
+    // The other process spends the few slots it had reserved, then waits with everyone.
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        drop(other.enter().await);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the other process paused too: {:?}",
+        started.elapsed()
+    );
+    env.cleanup().await;
+}

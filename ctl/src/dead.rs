@@ -890,9 +890,12 @@ async fn purge(
     }
     give_back(kept.iter().copied()).await;
     session.close().await;
+    if !confirmed {
+        writeln!(console.out, "not confirmed; nothing purged")?;
+    }
     writeln!(console.out, "purged={purged}")?;
     // A declined purge did not do what was asked: a script must not read it as done.
-    anyhow::ensure!(confirmed, "not confirmed; nothing purged");
+    anyhow::ensure!(confirmed, "the purge was declined");
     match failure {
         Some(error) => Err(error.context("purge stopped; the letters not purged were kept")),
         None => Ok(()),
