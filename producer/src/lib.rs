@@ -33,7 +33,7 @@ use pokeq_shared::pokeapi::{ClientOptions, FetchError, ListEntry, ListPage, Poke
 use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::{RunProgress, Store};
-use pokeq_shared::topology::{RetryDelays, Topology};
+use pokeq_shared::topology::Topology;
 
 use crate::patience::{Patience, after_shutdown};
 use crate::progress::Progress;
@@ -208,11 +208,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let gate = Gate::new(&config.politeness, Some(store.clone()));
     let api = PokeApi::new(&config.common.pokeapi_url, &config.http, gate)
         .context("cannot build the HTTP client")?;
-    let topology = Topology::new(
-        &config.common.prefix,
-        config.common.queue_type,
-        RetryDelays::default(),
-    );
+    // Only what publishing needs: the wait queues are the consumers' to declare, with their
+    // own delays.
+    let topology = Topology::without_retries(&config.common.prefix, config.common.queue_type);
     // The first connection waits for a broker that is still starting; later ones (after a
     // loss) are made by the link as publishing needs them.
     let connecting = broker::connect(

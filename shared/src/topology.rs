@@ -1,8 +1,10 @@
 //! The RabbitMQ names and arguments of the contract, described once as data.
 //!
-//! Every binary declares the same [`Declaration`]s at start (declaring is idempotent as long as
-//! the arguments are identical), and the deployment's `definitions.json` is checked against the
-//! same list, so code and broker configuration cannot drift apart.
+//! The producer and the consumers declare these [`Declaration`]s at start (declaring is
+//! idempotent as long as the arguments are identical; the producer leaves out the retry part,
+//! which only consumers use), and the deployment's `definitions.json` is checked against the
+//! same list, so code and broker configuration cannot drift apart. The CLI declares nothing:
+//! it reads with passive declares and the management API.
 
 use std::time::Duration;
 
@@ -144,15 +146,30 @@ pub enum Declaration {
 pub struct Topology {
     pub prefix: String,
     pub queue_type: QueueType,
-    pub delays: RetryDelays,
+    /// The wait queues to declare; `None` for a publisher, which never sends to them.
+    pub delays: Option<RetryDelays>,
 }
 
 impl Topology {
+    /// What a consumer declares: the work, the dead letters and the wait queues of its delays.
     pub fn new(prefix: &str, queue_type: QueueType, delays: RetryDelays) -> Self {
         Self {
             prefix: prefix.to_owned(),
             queue_type,
-            delays,
+            delays: Some(delays),
+        }
+    }
+
+    /// What a publisher of jobs declares: the jobs exchange and queue, and the dead letters the
+    /// jobs queue's dead-letter exchange needs, but neither the retry exchange nor any wait
+    /// queue. Wait queues belong to the consumers whose `--retry-delays` name them; a producer
+    /// declaring the default ones would leave five durable queues nobody uses whenever the
+    /// consumers run with other delays.
+    pub fn without_retries(prefix: &str, queue_type: QueueType) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            queue_type,
+            delays: None,
         }
     }
 
@@ -168,6 +185,15 @@ impl Topology {
 
     pub fn retry_queue(&self, delay: &Delay) -> String {
         format!("{}.retry.{}", self.prefix, delay.label)
+    }
+
+    /// The delay label of a wait queue's name (`<prefix>.retry.5s` → `5s`); `None` for any
+    /// other name.
+    pub fn retry_label<'a>(&self, queue: &'a str) -> Option<&'a str> {
+        queue
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".retry.")
+            .filter(|label| !label.is_empty())
     }
 
     /// Fanout exchange and queue of dead letters.
@@ -236,12 +262,15 @@ impl Topology {
                 queue: self.jobs(),
                 routing_key: RESOURCE.to_owned(),
             },
-            Declaration::Exchange {
-                name: self.retry(),
-                kind: ExchangeKind::Direct,
-            },
         ];
-        for delay in self.delays.all() {
+        let Some(delays) = &self.delays else {
+            return list;
+        };
+        list.push(Declaration::Exchange {
+            name: self.retry(),
+            kind: ExchangeKind::Direct,
+        });
+        for delay in delays.all() {
             // Wait queues are classic: a message only sits out its TTL there, and classic queues
             // take per-queue TTL with dead-lettering on every RabbitMQ version pokeq supports.
             let mut args = serde_json::Map::new();
@@ -434,5 +463,27 @@ mod tests {
             "every dead letter is copied to the ledger"
         );
         assert!(queues.iter().all(|q| q.starts_with("acme.")));
+        assert_eq!(topology.retry_label("acme.retry.5s"), Some("5s"));
+        assert_eq!(topology.retry_label("acme.retry."), None);
+        assert_eq!(topology.retry_label("acme.jobs"), None);
+        assert_eq!(topology.retry_label("acmex.retry.5s"), None);
+    }
+
+    #[test]
+    fn a_publisher_declares_no_retry_exchange_or_wait_queue() {
+        let topology = Topology::without_retries("acme", QueueType::Quorum);
+        assert_eq!(
+            topology.queues(),
+            ["acme.dead", "acme.dead.ledger", "acme.jobs"]
+        );
+        let retry = topology.retry();
+        assert!(
+            !topology
+                .declarations()
+                .iter()
+                .any(|d| matches!(d, Declaration::Exchange { name, .. } if *name == retry)),
+            "{:?}",
+            topology.declarations()
+        );
     }
 }
