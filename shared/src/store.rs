@@ -1,4 +1,5 @@
-//! Postgres: the database itself (created if missing), migrations, item state and rows.
+//! Postgres: the database itself (created if missing, except by the CLI's read-only opening),
+//! migrations, item state and rows.
 //!
 //! Item state follows DESIGN.md: the producer moves items `pending → queued` (only after the
 //! broker confirmed the job), the consumer moves them to `done` in the same statement that
@@ -85,6 +86,10 @@ pub enum StoreError {
     /// binary exits 2.
     #[error(transparent)]
     Misconfigured(#[from] Misconfigured),
+    /// [`Store::open_existing`] found no pokeq database to read: missing, without pokeq's
+    /// schema, or at an older version than this build's. The text says which and what to run.
+    #[error("{0}")]
+    NotReady(String),
 }
 
 impl StoreError {
@@ -98,6 +103,7 @@ impl StoreError {
             Self::Batch { class, .. } => *class,
             // Nothing an item did; the binary exits 2 before any item is touched.
             Self::Misconfigured(_) => ErrorClass::Operator,
+            Self::NotReady(_) => ErrorClass::Operator,
         }
     }
 
@@ -362,7 +368,82 @@ impl Store {
                 Some(refused) => StoreError::Misconfigured(refused),
                 None => StoreError::Sql(error),
             })?;
+        Self::with_pool(config, tls, pool_size)
+    }
 
+    /// Connects to a database pokeq has set up, creating and migrating nothing: for the
+    /// operator's commands that read (or update rows that exist), so that a mistyped
+    /// `DATABASE_URL` is reported instead of creating an empty database that reads as zeros.
+    /// A database at a newer schema version than this build's is read as is (migrations only
+    /// add).
+    pub async fn open_existing(
+        config: &tokio_postgres::Config,
+        url: &str,
+        pool_size: usize,
+        extra_ca: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let mut config = config.clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let name = config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("?")
+            .to_owned();
+        let tls = crate::tls::postgres_connector(extra_ca).map_err(StoreError::Tls)?;
+        let client = match connect(&config, &tls).await {
+            Ok(client) => client,
+            Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+                return Err(StoreError::NotReady(format!(
+                    "database {name} does not exist (run `pokeq migrate` or start a producer \
+                     or consumer, which create it; or check DATABASE_URL)"
+                )));
+            }
+            Err(source) => {
+                return Err(match refused(url, Step::Connect, &source) {
+                    Some(refused) => StoreError::Misconfigured(refused),
+                    None => StoreError::Connect {
+                        url: mask_url(url),
+                        source,
+                    },
+                });
+            }
+        };
+        let has_schema: bool = client
+            .query_one(
+                "select to_regclass('pokeq_schema_migrations') is not null",
+                &[],
+            )
+            .await?
+            .get(0);
+        if !has_schema {
+            return Err(StoreError::NotReady(format!(
+                "database {name} has no pokeq schema (run `pokeq migrate`; or check DATABASE_URL)"
+            )));
+        }
+        let version: i32 = client
+            .query_one(
+                "select coalesce(max(version), 0) from pokeq_schema_migrations",
+                &[],
+            )
+            .await?
+            .get(0);
+        let needed = latest_schema_version();
+        if version < needed {
+            return Err(StoreError::NotReady(format!(
+                "database {name} is at schema version {version}, older than this build's \
+                 {needed} (run `pokeq migrate`)"
+            )));
+        }
+        Self::with_pool(config, tls, pool_size)
+    }
+
+    fn with_pool(
+        config: tokio_postgres::Config,
+        tls: MakeRustlsConnect,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
         let manager = Manager::from_config(
             config,
             tls,
