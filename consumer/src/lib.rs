@@ -45,6 +45,7 @@ use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
 use pokeq_shared::topology::{RetryDelays, Topology};
+use pokeq_shared::worker;
 use tracing::Instrument;
 
 use crate::acks::Acker;
@@ -153,6 +154,7 @@ impl Cli {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (health, metrics_at) = metrics::serve_health(config.metrics_addr, &shutdown).await?;
     metrics::preregister(metrics::Binary::Consumer);
+    let advertised = Arc::new(advertised(&config, metrics_at));
     tracing::info!(
         process = %process_name(),
         metrics = %metrics_at.map_or_else(|| "off".to_owned(), |a| a.to_string()),
@@ -209,6 +211,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             handler: Arc::clone(&handler),
             topology: topology.clone(),
             health: Arc::clone(&health),
+            advertised: Arc::clone(&advertised),
         };
         let started = Instant::now();
         let error = match session.run(&config, &shutdown).await {
@@ -249,9 +252,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 }
 
-/// How this process is known to operators: `pokeq-consumer@<host>:<pid>`.
+/// How this process is known to operators: `pokeq-consumer@<host>:<pid>`, the name of its
+/// broker connection and of its `api_circuit` row.
 pub fn process_name() -> String {
-    let host = std::env::var("HOSTNAME")
+    format!(
+        "{}{}:{}",
+        worker::NAME_PREFIX,
+        host_name(),
+        std::process::id()
+    )
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
         .or_else(|| {
@@ -259,8 +272,26 @@ pub fn process_name() -> String {
                 .ok()
                 .map(|h| h.trim().to_owned())
         })
-        .unwrap_or_else(|| "unknown".to_owned());
-    format!("pokeq-consumer@{host}:{}", std::process::id())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// What this consumer tells the broker about itself (see [`worker`]).
+fn advertised(config: &Config, metrics_addr: Option<SocketAddr>) -> worker::Advertised {
+    worker::Advertised {
+        host: host_name(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        prefix: config.common.prefix.clone(),
+        prefetch: config.prefetch,
+        retry_delays: config
+            .retry_delays
+            .all()
+            .iter()
+            .map(|delay| delay.label.clone())
+            .collect(),
+        started_at: job::unix_seconds(),
+        metrics_addr,
+    }
 }
 
 /// Capped exponential backoff with jitter for reconnecting, without a count limit: the
@@ -279,15 +310,17 @@ struct Session {
     handler: Arc<Handler>,
     topology: Topology,
     health: Arc<Health>,
+    advertised: Arc<worker::Advertised>,
 }
 
 impl Session {
     /// Connects, declares and consumes. `Ok` when `shutdown` ended it; `Err` when the broker
     /// could not be reached or went away.
     async fn run(self, config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let connection = broker::connect_once(
+        let connection = broker::connect_once_with(
             &config.common.amqp_url,
-            "pokeq-consumer",
+            &process_name(),
+            &self.advertised.client_properties(),
             config.common.extra_ca.as_deref(),
         )
         .await?;
@@ -438,7 +471,10 @@ impl Worker<'_> {
                 return;
             };
             match self.settle(&delivery, &outcome).await {
-                Ok(()) => self.acker.ack(delivery.delivery_tag),
+                Ok(()) => {
+                    self.acker.ack(delivery.delivery_tag);
+                    metrics::gauge!(metrics::LAST_JOB_FINISHED).set(job::unix_seconds() as f64);
+                }
                 Err(error @ Unsettled::ChannelLost(_)) => {
                     // Nothing to hand it back on: the broker requeues it when the session's
                     // channels close, which losing this one makes happen.

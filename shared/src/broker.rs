@@ -112,8 +112,25 @@ pub async fn connect_once(
     name: &str,
     extra_ca: Option<&str>,
 ) -> Result<Connection, BrokerError> {
-    let properties =
-        ConnectionProperties::default().with_connection_name(LongString::from(name.to_owned()));
+    connect_once_with(url, name, &[], extra_ca).await
+}
+
+/// [`connect_once`], also sending `client_properties` in the handshake: the broker keeps them
+/// with the connection and its management API shows them, which is how `pokeq workers` learns
+/// what each consumer is.
+pub async fn connect_once_with(
+    url: &str,
+    name: &str,
+    client_properties: &[(&str, String)],
+    extra_ca: Option<&str>,
+) -> Result<Connection, BrokerError> {
+    let properties = client_properties.iter().fold(
+        ConnectionProperties::default().with_connection_name(LongString::from(name.to_owned())),
+        |properties, (key, value)| {
+            properties
+                .with_client_property(ShortString::from(*key), LongString::from(value.as_str()))
+        },
+    );
     let failed = |reason: String| BrokerError::Connect {
         url: mask_url(url),
         reason,

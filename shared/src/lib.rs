@@ -7,7 +7,8 @@
 //!   rate, adaptive concurrency, `Retry-After`) and [`circuit`] holds it through API outages.
 //! - [`job`] is the message a producer publishes and a consumer decodes, and its AMQP headers.
 //! - [`topology`] names and declares the exchanges and queues, identically in every binary.
-//! - [`broker`] connects to RabbitMQ and publishes with confirms.
+//! - [`broker`] connects to RabbitMQ and publishes with confirms; [`worker`] is what a
+//!   consumer tells the broker about itself, for the CLI to read back.
 //! - [`transform`] turns a PokeAPI detail document into the row pokeq stores; [`scan`] cuts the
 //!   few fields it reads out of the document without parsing the rest.
 //! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows;
@@ -33,3 +34,4 @@ pub mod testkit;
 pub mod tls;
 pub mod topology;
 pub mod transform;
+pub mod worker;

@@ -39,8 +39,14 @@ pub const API_SECONDS: &str = "pokeq_api_request_duration_seconds";
 pub const API_CIRCUIT_OPEN: &str = "pokeq_api_circuit_open";
 /// API requests this process allows in flight now (lowered while the API is overloaded).
 pub const API_CONCURRENCY_LIMIT: &str = "pokeq_api_concurrency_limit";
+/// API requests sent and not yet answered (body included) now.
+pub const API_IN_FLIGHT: &str = "pokeq_api_requests_in_flight";
 /// Deliveries being worked on now.
 pub const IN_FLIGHT: &str = "pokeq_jobs_in_flight";
+/// Unix time (seconds) this consumer last settled a job: done, or handed to a retry or dead
+/// queue; 0 before the first. `pokeq workers` shows it to tell a stuck consumer from an idle
+/// one.
+pub const LAST_JOB_FINISHED: &str = "pokeq_last_job_finished_timestamp_seconds";
 /// Latency of the statement that stores a row and marks it done.
 pub const DB_SECONDS: &str = "pokeq_db_transaction_duration_seconds";
 /// Rows per group commit.
@@ -145,7 +151,15 @@ fn describe() {
         API_CONCURRENCY_LIMIT,
         "API requests this process allows in flight now (lowered while the API is overloaded)."
     );
+    describe_gauge!(
+        API_IN_FLIGHT,
+        "API requests sent and not yet answered (body included) now."
+    );
     describe_gauge!(IN_FLIGHT, "Deliveries being worked on now.");
+    describe_gauge!(
+        LAST_JOB_FINISHED,
+        "Unix time this consumer last settled a job (0 before the first)."
+    );
     describe_histogram!(
         DB_SECONDS,
         ::metrics::Unit::Seconds,
@@ -189,6 +203,10 @@ pub fn preregister(binary: Binary) {
                 counter!(RECONNECTS, "target" => target).increment(0);
             }
             gauge!(IN_FLIGHT).set(0.0);
+            // Increments by zero: present from the start without resetting what another
+            // consumer of the same (test) process counted.
+            gauge!(API_IN_FLIGHT).increment(0.0);
+            gauge!(LAST_JOB_FINISHED).increment(0.0);
         }
         Binary::Producer => {
             counter!(PUBLISHED).increment(0);

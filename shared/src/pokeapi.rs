@@ -197,7 +197,9 @@ impl PokeApi {
             };
             let permit = self.gate.enter().await;
             let started = std::time::Instant::now();
+            let sending = InFlight::new();
             let result = self.exchange(url, known).await;
+            drop(sending);
             let signal = signal(&result);
             match signal {
                 Signal::Answered => self.gate.answered(),
@@ -358,6 +360,24 @@ fn signal(result: &Result<(StatusCode, Fetched), (Option<StatusCode>, FetchError
                 Signal::Answered
             }
         }
+    }
+}
+
+/// One request counted in `pokeq_api_requests_in_flight` until dropped, so a request whose
+/// future is cancelled (shutdown, a lost race) is not counted forever.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn new() -> Self {
+        let gauge = metrics::gauge!(crate::metrics::API_IN_FLIGHT);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 
