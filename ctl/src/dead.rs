@@ -27,10 +27,11 @@ use pokeq_shared::config::Common;
 use pokeq_shared::job::{self, Job, RESOURCE};
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
-use pokeq_shared::topology::{RetryDelays, Topology};
+use pokeq_shared::topology::Topology;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::inspect;
 use crate::probe::{self, ProbeError};
 use crate::table::{Align, Table, age, clip};
 use crate::{Console, UsageError};
@@ -348,7 +349,7 @@ pub fn fresh_properties(original: &BasicProperties) -> BasicProperties {
     original.clone().with_headers(headers).with_delivery_mode(2)
 }
 
-/// One connection to the broker with the topology declared, and the dead queue's name.
+/// One connection to the broker whose dead queue exists, and the names of the topology.
 struct Session {
     connection: Connection,
     channel: Channel,
@@ -366,15 +367,17 @@ impl Session {
     async fn open(common: &Common) -> anyhow::Result<Self> {
         let connection =
             broker::connect(&common.amqp_url, "pokeq-ctl", common.extra_ca.as_deref()).await?;
+        // Checked, never declared: a mistyped prefix must read as "nothing there", not create
+        // an empty dead queue that lists as "no dead letters".
+        let topology = Topology::without_retries(&common.prefix, common.queue_type);
+        let vhost = inspect::vhost(&common.amqp_url);
+        if let Err(error) =
+            inspect::require(&connection, &topology.dead(), &common.prefix, &vhost).await
+        {
+            broker::close(&connection).await;
+            return Err(error);
+        }
         let channel = connection.create_channel().await?;
-        // Declared by every binary at start, with the default retry delays: this command works
-        // on a fresh broker, and a mismatch in queue arguments shows up here, before anything
-        // is taken.
-        let topology = Topology::new(&common.prefix, common.queue_type, RetryDelays::default());
-        topology
-            .declare(&channel)
-            .await
-            .context("cannot declare the RabbitMQ topology")?;
         Ok(Self {
             connection,
             channel,
@@ -387,7 +390,7 @@ impl Session {
     async fn existing(common: &Common) -> anyhow::Result<Option<Self>> {
         let connection =
             broker::connect_once(&common.amqp_url, "pokeq-ctl", common.extra_ca.as_deref()).await?;
-        let topology = Topology::new(&common.prefix, common.queue_type, RetryDelays::default());
+        let topology = Topology::without_retries(&common.prefix, common.queue_type);
         let channel = connection.create_channel().await?;
         match probe::passive_declare(&channel, &topology.dead()).await {
             Ok(_) => Ok(Some(Self {
@@ -655,12 +658,19 @@ async fn show(common: &Common, args: &ShowArgs, console: &mut Console<'_>) -> an
     give_back(held.letters.iter()).await;
     session.close().await;
     console.out.write_all(text.as_bytes())?;
-    anyhow::ensure!(
-        found > 0,
-        "no dead letter for {RESOURCE} {} in {}",
-        args.id,
-        common.prefix.clone() + ".dead"
-    );
+    // Either part missing is a failure (exit 1), after everything known was printed.
+    let mut missing = Vec::new();
+    if found == 0 {
+        missing.push(format!(
+            "no dead letter for {RESOURCE} {} in {}",
+            args.id,
+            common.prefix.clone() + ".dead"
+        ));
+    }
+    if let Err(error) = &item {
+        missing.push(format!("item {RESOURCE} {} unavailable: {error}", args.id));
+    }
+    anyhow::ensure!(missing.is_empty(), "{}", missing.join("; "));
     Ok(())
 }
 
@@ -761,6 +771,12 @@ async fn replay(
     // Postgres first: a replay must update items, so it does not start without them.
     let store = crate::open_store(common).await?;
     let session = Session::open(common).await?;
+    let vhost = inspect::vhost(&common.amqp_url);
+    let jobs = session.topology.jobs();
+    if let Err(error) = inspect::require(&session.connection, &jobs, &common.prefix, &vhost).await {
+        session.close().await;
+        return Err(error);
+    }
     let publish = broker::confirm_channel(&session.connection).await?;
     let held = session.take(|_| false).await?;
     let mut replayed = 0usize;

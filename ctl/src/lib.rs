@@ -1,10 +1,16 @@
 //! `pokeq`, the operator CLI: one subcommand per operator task.
 //!
-//! - `migrate` creates the database if missing and applies migrations.
+//! - `migrate` creates the database if missing and applies migrations: the only command that
+//!   creates anything. Every other one opens an existing database ([`open_store`]) and checks
+//!   queues without declaring them ([`probe`], [`inspect`]), so a mistyped setting is reported,
+//!   not turned into an empty pipeline.
 //! - [`status`] shows item counts, throughput and the producer runs (Postgres), queue depths
 //!   counted now over AMQP ([`probe`]) and sampled by [`management`] (the RabbitMQ HTTP API),
 //!   once, refreshed with `--watch`, or until the run is over with `--wait` ([`wait`]).
 //! - [`item`] tells one item's whole story: state, errors, stored row, dead letters.
+//! - [`workers`] lists the live consumers: who, since when, how busy.
+//! - [`topology`] shows what is declared under the prefix and prunes the wait queues no live
+//!   consumer uses.
 //! - [`dead`] lists, shows, replays and purges dead letters over AMQP, taking messages without
 //!   acknowledging them so that nothing is lost if the CLI stops half-way.
 //! - [`table`] aligns the columns people read.
@@ -13,12 +19,15 @@
 //! [`run_with`] takes a [`Console`] instead, so tests drive every command in-process.
 
 pub mod dead;
+pub mod inspect;
 pub mod item;
 pub mod management;
 pub mod probe;
 pub mod status;
 pub mod table;
+pub mod topology;
 pub mod wait;
+pub mod workers;
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 
@@ -40,7 +49,8 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Create the database if missing and apply pending migrations.
+    /// Create the database if missing and apply pending migrations (the only command that
+    /// creates anything).
     Migrate,
     /// Item counts, throughput and ETA, queue depths, recent producer runs (--wait: block
     /// until the run is over).
@@ -48,6 +58,11 @@ pub enum Command {
     /// One item's whole story: state, attempts, errors, timestamps, ETag, stored row, dead
     /// letters.
     Item(item::ItemArgs),
+    /// The live consumers, one line each: host, pid, version, prefetch, deliveries in hand,
+    /// API requests in flight, API circuit, started at, last job finished at.
+    Workers(workers::WorkersArgs),
+    /// What is declared under the prefix; `prune` removes retry queues no consumer uses.
+    Topology(topology::TopologyArgs),
     /// Dead letters: list, show, replay or purge them.
     #[command(subcommand)]
     Dead(dead::DeadCommand),
@@ -59,6 +74,8 @@ pub enum Action {
     Migrate,
     Status(status::StatusConfig),
     Item(item::ItemArgs),
+    Workers(workers::WorkersConfig),
+    Topology(topology::TopologyConfig),
     Dead(dead::DeadCommand),
 }
 
@@ -83,14 +100,16 @@ impl Cli {
             Command::Migrate => Action::Migrate,
             Command::Status(args) => Action::Status(args.validate(&common)?),
             Command::Item(args) => Action::Item(args.clone()),
+            Command::Workers(args) => Action::Workers(args.validate(&common)?),
+            Command::Topology(args) => Action::Topology(args.validate(&common)?),
             Command::Dead(command) => Action::Dead(command.clone()),
         };
         Ok(Config { common, action })
     }
 }
 
-/// A request the CLI refuses as given (exit status 2), found only at run time: a purge without
-/// `--yes` when nobody can answer the prompt.
+/// A request the CLI refuses as given (exit status 2), found only at run time: a purge or prune
+/// without `--yes` when nobody can answer the prompt.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
@@ -131,10 +150,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     run_with(config, shutdown, console).await
 }
 
-/// Runs a command with its output and input given: what [`run`] does, and what tests call.
-/// The database of `common`, migrated, with one connection: every command is one short session.
+/// The database of `common`, which must exist at this build's schema version (nothing is created
+/// or migrated: see [`Store::open_existing`]), with one connection: every command is one short
+/// session.
 async fn open_store(common: &Common) -> Result<Store, StoreError> {
-    Store::open(
+    Store::open_existing(
         &common.database,
         &common.database_url,
         1,
@@ -143,6 +163,7 @@ async fn open_store(common: &Common) -> Result<Store, StoreError> {
     .await
 }
 
+/// Runs a command with its output and input given: what [`run`] does, and what tests call.
 pub async fn run_with(
     config: Config,
     shutdown: CancellationToken,
@@ -150,7 +171,14 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let result = match config.action {
         Action::Migrate => {
-            let store = open_store(&config.common).await?;
+            let common = &config.common;
+            let store = Store::open(
+                &common.database,
+                &common.database_url,
+                1,
+                common.extra_ca.as_deref(),
+            )
+            .await?;
             writeln!(
                 console.out,
                 "schema at version {}",
@@ -162,6 +190,10 @@ pub async fn run_with(
             status::run(&config.common, &status, &shutdown, &mut console).await
         }
         Action::Item(args) => item::run(&config.common, &args, &mut console).await,
+        Action::Workers(workers) => workers::run(&config.common, &workers, &mut console).await,
+        Action::Topology(topology) => {
+            topology::run(&config.common, &topology, &shutdown, &mut console).await
+        }
         Action::Dead(command) => dead::run(&config.common, &command, &shutdown, &mut console).await,
     };
     console.out.flush()?;

@@ -1,9 +1,13 @@
-//! The RabbitMQ management HTTP API, read-only: queue depths and consumer counts for `status`.
+//! The RabbitMQ management HTTP API, read-only: queue depths and consumer counts for `status`,
+//! live consumers and their connections for `workers`, what is declared for `topology`.
 //!
 //! AMQP can tell a queue's ready count (a passive declare) but not its unacknowledged count, and
-//! it cannot list queues by name, so the retry wait queues (whatever delays the consumers were
-//! started with) are only discoverable here. Credentials come from the URL's userinfo and are
-//! sent as basic auth; the URL shown in any message has its password masked.
+//! it cannot list queues, exchanges or connections, so the retry wait queues (whatever delays
+//! the consumers were started with) and the consumers themselves are only discoverable here.
+//! Figures (depths, unacknowledged counts) are the broker's statistics samples, taken every 5 s
+//! by default; lists of queues, connections and consumers follow events and are current.
+//! Credentials come from the URL's userinfo and are sent as basic auth; the URL shown in any
+//! message has its password masked.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,6 +15,7 @@ use std::time::Duration;
 use clap::Args;
 use pokeq_shared::config::{ConfigError, Misconfigured, mask_url};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use url::Url;
 
 /// Longest wait for one management API request: a hung broker must not hang `status`.
@@ -24,6 +29,7 @@ pub struct ManagementArgs {
     /// [default: http://guest:guest@127.0.0.1:15672]
     #[arg(
         long,
+        global = true,
         env = "MANAGEMENT_URL",
         default_value = "http://guest:guest@127.0.0.1:15672",
         hide_env_values = true,
@@ -173,9 +179,98 @@ pub struct QueueStats {
 }
 
 #[derive(Deserialize)]
-struct Page {
-    items: Vec<QueueStats>,
+struct Page<T> {
+    items: Vec<T>,
     page_count: Option<u32>,
+}
+
+/// A queue as `topology` shows it: [`QueueStats`] plus how it was declared.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct QueueDetail {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub queue_type: Option<String>,
+    #[serde(default)]
+    pub durable: bool,
+    #[serde(default)]
+    pub auto_delete: bool,
+    #[serde(default)]
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+    pub messages: Option<u64>,
+    pub messages_ready: Option<u64>,
+    pub messages_unacknowledged: Option<u64>,
+    pub consumers: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ExchangeDetail {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub exchange_type: String,
+    #[serde(default)]
+    pub durable: bool,
+    #[serde(default)]
+    pub auto_delete: bool,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One consumer (a `basic.consume`) on some queue of the vhost.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsumerInfo {
+    pub queue: QueueRef,
+    pub channel_details: ChannelRef,
+    #[serde(default)]
+    pub prefetch_count: u64,
+    #[serde(default)]
+    pub consumer_tag: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueueRef {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChannelRef {
+    /// The channel's name: its connection's name and number, `<peer> -> <broker> (1)`.
+    pub name: String,
+    /// The broker's name for the connection (`<peer> -> <broker>`), not the client's.
+    pub connection_name: String,
+}
+
+/// One AMQP connection of the vhost, with what its client said about itself.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConnectionInfo {
+    pub name: String,
+    /// The name the client gave (`pokeq-consumer@<host>:<pid>` for a consumer).
+    pub user_provided_name: Option<String>,
+    #[serde(default)]
+    pub client_properties: serde_json::Map<String, serde_json::Value>,
+    pub peer_host: Option<String>,
+    pub peer_port: Option<u16>,
+    /// Unix milliseconds.
+    pub connected_at: Option<u64>,
+}
+
+impl ConnectionInfo {
+    /// A client property as text (lapin sends strings; anything else is shown as JSON).
+    pub fn property(&self, key: &str) -> Option<String> {
+        match self.client_properties.get(key)? {
+            serde_json::Value::String(text) => Some(text.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// One channel's figures from the last statistics sample.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChannelStats {
+    pub name: String,
+    pub messages_unacknowledged: Option<u64>,
 }
 
 pub struct Management {
@@ -202,43 +297,111 @@ impl Management {
 
     /// Every queue of the vhost whose name starts with `<prefix>.`, in the broker's order.
     pub async fn queues(&self, prefix: &str) -> Result<Vec<QueueStats>, ManagementError> {
-        let mut queues = Vec::new();
+        self.listed(
+            "queues",
+            prefix,
+            "name,type,messages_ready,messages_unacknowledged,consumers",
+        )
+        .await
+    }
+
+    /// [`Management::queues`], with each queue's declaration.
+    pub async fn queue_details(&self, prefix: &str) -> Result<Vec<QueueDetail>, ManagementError> {
+        self.listed(
+            "queues",
+            prefix,
+            "name,type,durable,auto_delete,arguments,messages,messages_ready,\
+             messages_unacknowledged,consumers",
+        )
+        .await
+    }
+
+    /// Every exchange of the vhost whose name starts with `<prefix>.`.
+    pub async fn exchanges(&self, prefix: &str) -> Result<Vec<ExchangeDetail>, ManagementError> {
+        self.listed(
+            "exchanges",
+            prefix,
+            "name,type,durable,auto_delete,internal,arguments",
+        )
+        .await
+    }
+
+    /// Every consumer of the vhost, on any queue.
+    pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, ManagementError> {
+        self.get(&["api", "consumers", &self.config.vhost], &[])
+            .await
+    }
+
+    /// Every connection to the vhost.
+    pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, ManagementError> {
+        let columns = "name,user_provided_name,client_properties,peer_host,peer_port,connected_at";
+        self.get(
+            &["api", "vhosts", &self.config.vhost, "connections"],
+            &[("columns", columns.to_owned())],
+        )
+        .await
+    }
+
+    /// Every channel of the vhost, with its unacknowledged deliveries.
+    pub async fn channels(&self) -> Result<Vec<ChannelStats>, ManagementError> {
+        self.get(
+            &["api", "vhosts", &self.config.vhost, "channels"],
+            &[("columns", "name,messages_unacknowledged".to_owned())],
+        )
+        .await
+    }
+
+    /// Every item of `api/<kind>/<vhost>` whose name starts with `<prefix>.`, page by page.
+    async fn listed<T: DeserializeOwned + Named>(
+        &self,
+        kind: &str,
+        prefix: &str,
+        columns: &str,
+    ) -> Result<Vec<T>, ManagementError> {
+        let mut items = Vec::new();
         let mut page = 1;
         loop {
-            let answer = self.queue_page(prefix, page).await?;
-            queues.extend(answer.items);
+            let answer: Page<T> = self
+                .get(
+                    &["api", kind, &self.config.vhost],
+                    &[
+                        ("page", page.to_string()),
+                        ("page_size", PAGE_SIZE.to_string()),
+                        ("name", format!("^{}\\.", regex_escape(prefix))),
+                        ("use_regex", "true".to_owned()),
+                        ("columns", columns.to_owned()),
+                    ],
+                )
+                .await?;
+            items.extend(answer.items);
             if page >= answer.page_count.unwrap_or(1) {
                 break;
             }
             page += 1;
         }
         let wanted = format!("{prefix}.");
-        queues.retain(|q| q.name.starts_with(&wanted));
-        Ok(queues)
+        items.retain(|item| item.name().starts_with(&wanted));
+        Ok(items)
     }
 
-    async fn queue_page(&self, prefix: &str, page: u32) -> Result<Page, ManagementError> {
+    /// GETs `segments` (each percent-encoded, so a vhost `/` is one segment) with `query`.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<T, ManagementError> {
         let shown = &self.config.shown;
-        let mut url = self
-            .config
-            .base
-            .join("api/queues")
-            .map_err(|e| ManagementError::Decode {
-                url: shown.clone(),
-                reason: e.to_string(),
-            })?;
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.push(&self.config.vhost);
+        let mut url = self.config.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty();
+            path.extend(segments);
         }
-        url.query_pairs_mut()
-            .append_pair("page", &page.to_string())
-            .append_pair("page_size", &PAGE_SIZE.to_string())
-            .append_pair("name", &format!("^{}\\.", regex_escape(prefix)))
-            .append_pair("use_regex", "true")
-            .append_pair(
-                "columns",
-                "name,type,messages_ready,messages_unacknowledged,consumers",
-            );
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (key, value) in query {
+                pairs.append_pair(key, value);
+            }
+        }
         let unreachable = |e: reqwest::Error| ManagementError::Unreachable {
             url: shown.clone(),
             reason: chain(&e.without_url()),
@@ -268,6 +431,29 @@ impl Management {
             url: shown.clone(),
             reason: e.to_string(),
         })
+    }
+}
+
+/// What the prefix filter of [`Management::listed`] checks again on the client's side.
+trait Named {
+    fn name(&self) -> &str;
+}
+
+impl Named for QueueStats {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for QueueDetail {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for ExchangeDetail {
+    fn name(&self) -> &str {
+        &self.name
     }
 }
 

@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+// The producer, consumers and stub for the commands that report on them.
+pub mod pipeline;
+
 use std::io::{BufRead, Cursor};
 use std::ops::Deref;
 use std::time::Duration;
