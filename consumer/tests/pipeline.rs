@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use lapin::BasicProperties;
 use lapin::types::ShortString;
 use pokeapi_stub::{FaultKind, FaultRule, StubConfig};
+use pokeq_shared::config::QueueType;
 use pokeq_shared::job::Job;
+use pokeq_shared::topology::{RetryDelays, Topology};
 use support::{TestEnv, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -237,9 +239,20 @@ async fn transient_failures_wait_in_retry_queues_then_succeed() {
     assert_eq!(attempts, 3, "the third try succeeded");
     assert_rows_match_stub(&env).await;
     assert!(env.drain_dead().await.is_empty());
-    for queue in env.topology().queues() {
-        if queue != env.topology().dead() {
+    // The consumer's own wait queues (the producer declares none).
+    let delays = RetryDelays::parse("100ms,200ms").unwrap();
+    let topology = Topology::new(&env.prefix, QueueType::Quorum, delays);
+    for queue in topology.queues() {
+        if queue != topology.dead() {
             assert_eq!(env.ready(&queue).await, 0, "{queue} empty");
+        }
+    }
+    for queue in topology.queues() {
+        if queue.contains(".retry.") {
+            let _ = env
+                .channel
+                .queue_delete(ShortString::from(queue), Default::default())
+                .await;
         }
     }
     env.cleanup().await;

@@ -194,7 +194,7 @@ pub struct QueueDetail {
     pub durable: bool,
     #[serde(default)]
     pub auto_delete: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_empty")]
     pub arguments: serde_json::Map<String, serde_json::Value>,
     pub messages: Option<u64>,
     pub messages_ready: Option<u64>,
@@ -213,7 +213,7 @@ pub struct ExchangeDetail {
     pub auto_delete: bool,
     #[serde(default)]
     pub internal: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_empty")]
     pub arguments: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -221,7 +221,9 @@ pub struct ExchangeDetail {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConsumerInfo {
     pub queue: QueueRef,
-    pub channel_details: ChannelRef,
+    /// `None` while the channel is closing: the broker then sends an empty list for it.
+    #[serde(default, deserialize_with = "object_or_empty")]
+    pub channel_details: Option<ChannelRef>,
     #[serde(default)]
     pub prefetch_count: u64,
     #[serde(default)]
@@ -247,7 +249,7 @@ pub struct ConnectionInfo {
     pub name: String,
     /// The name the client gave (`pokeq-consumer@<host>:<pid>` for a consumer).
     pub user_provided_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_empty")]
     pub client_properties: serde_json::Map<String, serde_json::Value>,
     pub peer_host: Option<String>,
     pub peer_port: Option<u16>,
@@ -263,6 +265,21 @@ impl ConnectionInfo {
             serde_json::Value::Null => None,
             other => Some(other.to_string()),
         }
+    }
+}
+
+/// A JSON object as `T`; anything else (RabbitMQ writes an empty Erlang property list, `[]`,
+/// for details it does not have) as `T::default()`.
+fn object_or_empty<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned + Default,
+{
+    match serde_json::Value::deserialize(deserializer)? {
+        value @ serde_json::Value::Object(_) => {
+            serde_json::from_value(value).map_err(serde::de::Error::custom)
+        }
+        _ => Ok(T::default()),
     }
 }
 
@@ -527,6 +544,26 @@ mod tests {
             .to_string();
         assert!(error.contains("MANAGEMENT_URL"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn details_the_broker_no_longer_has_read_as_absent() {
+        let consumer: ConsumerInfo = serde_json::from_str(
+            r#"{"queue":{"name":"p.jobs","vhost":"/"},"channel_details":[],
+                "prefetch_count":7,"consumer_tag":"t"}"#,
+        )
+        .unwrap();
+        assert!(consumer.channel_details.is_none());
+        let consumer: ConsumerInfo = serde_json::from_str(
+            r#"{"queue":{"name":"p.jobs"},"channel_details":{"name":"c (1)",
+                "connection_name":"c","number":1},"prefetch_count":7}"#,
+        )
+        .unwrap();
+        assert_eq!(consumer.channel_details.unwrap().connection_name, "c");
+        let connection: ConnectionInfo =
+            serde_json::from_str(r#"{"name":"c","client_properties":[]}"#).unwrap();
+        assert!(connection.client_properties.is_empty());
+        assert_eq!(connection.property("pokeq.pid"), None);
     }
 
     #[test]

@@ -321,7 +321,7 @@ pub async fn collect(
     let consuming: HashSet<&str> = consumers
         .iter()
         .filter(|c| c.queue.name == jobs)
-        .map(|c| c.channel_details.connection_name.as_str())
+        .filter_map(|c| Some(c.channel_details.as_ref()?.connection_name.as_str()))
         .collect();
     let live: Vec<ConsumerDelays> = connections
         .iter()

@@ -205,8 +205,9 @@ fn join(
     let mut workers: Vec<Worker> = consumers
         .into_iter()
         .filter(|consumer| consumer.queue.name == queue)
-        .map(|consumer| {
-            let channel = &consumer.channel_details;
+        // A consumer without channel details is one whose channel is closing: not live.
+        .filter_map(|consumer| Some((consumer.channel_details.clone()?, consumer)))
+        .map(|(channel, consumer)| {
             let connection = connections.get(channel.connection_name.as_str()).copied();
             let property = |key: &str| connection.and_then(|c| c.property(key));
             let peer_host = connection.and_then(|c| c.peer_host.clone());
