@@ -10,8 +10,8 @@
 //! setting, such as a wrong password).
 //!
 //! Status only reads: it declares nothing (passive declares only ask), so a mistyped prefix
-//! shows queues that are "not declared" instead of creating them. `--wait` ([`crate::wait`])
-//! blocks until the run is over.
+//! shows queues that are "not declared" (and fails) instead of creating them. `--wait`
+//! ([`crate::wait`]) blocks until the run is over.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -291,7 +291,7 @@ pub async fn run(
         if let Some(refused) = report.misconfigured {
             return Err(anyhow::Error::new(refused).context("status incomplete"));
         }
-        let missing: Vec<String> = [
+        let mut missing: Vec<String> = [
             ("database unavailable", &report.database_error),
             ("queue figures unavailable", &report.queues_error),
             ("exact queue counts unavailable", &report.broker_error),
@@ -299,6 +299,12 @@ pub async fn run(
         .into_iter()
         .filter_map(|(what, error)| error.as_ref().map(|e| format!("{what}: {e}")))
         .collect();
+        // A jobs or dead queue that does not exist: a mistyped prefix, or nothing ran yet.
+        for queue in report.queues.iter().flatten() {
+            if !queue.exists && matches!(queue.role, "jobs" | "dead") {
+                missing.push(format!("queue {} does not exist", queue.name));
+            }
+        }
         if missing.is_empty() {
             return Ok(());
         }

@@ -94,9 +94,15 @@ async fn commands_with_a_mistyped_prefix_declare_nothing() {
         "{}",
         error_text(&topology)
     );
-    // `status` shows the queues as not declared, and declares none either.
+    // `status` shows the queues as not declared, fails, and declares none either.
     let status = as_typo(&["status"]).await;
     assert!(status.out.contains("not declared"), "{}", status.out);
+    assert_eq!(status.code(), 1);
+    assert!(
+        error_text(&status).contains(&format!("queue {typo}.jobs does not exist")),
+        "{}",
+        error_text(&status)
+    );
 
     let (queues, exchanges) = declared(&typo).await;
     assert!(
