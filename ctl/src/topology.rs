@@ -40,7 +40,7 @@ pub struct TopologyArgs {
     pub action: Option<TopologyAction>,
 
     /// One JSON document instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub json: bool,
 
     #[command(flatten)]

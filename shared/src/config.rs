@@ -99,7 +99,8 @@ pub struct CommonArgs {
     )]
     pub amqp_url: String,
 
-    /// Postgres URL; the database is created if missing.
+    /// Postgres URL; the producer, the consumer and `pokeq migrate` create the database if
+    /// missing (other `pokeq` commands only read it).
     #[arg(
         long,
         global = true,
