@@ -90,7 +90,8 @@ pub struct Report {
     /// Unix time (seconds) the report was made.
     pub at: u64,
     pub exchanges: Vec<ExchangeRow>,
-    /// The jobs queue, the wait queues shortest delay first, the dead queue, then any other.
+    /// The jobs queue, the wait queues shortest delay first, the dead queue and its ledger, then
+    /// any other.
     pub queues: Vec<QueueRow>,
     /// The live consumers of the prefix and the delays each uses.
     pub consumers: Vec<ConsumerDelays>,
@@ -111,7 +112,7 @@ pub struct ExchangeRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueRow {
     pub name: String,
-    /// `jobs`, `retry`, `dead` or `other`.
+    /// `jobs`, `retry`, `dead`, `ledger` (the dead letters' copy consumers read) or `other`.
     pub role: &'static str,
     #[serde(rename = "type")]
     pub queue_type: Option<String>,
@@ -352,6 +353,8 @@ pub async fn collect(
             "jobs"
         } else if queue.name == names.dead() {
             "dead"
+        } else if queue.name == names.ledger() {
+            "ledger"
         } else if delay.is_some() {
             "retry"
         } else {
@@ -400,7 +403,8 @@ pub async fn collect(
             "jobs" => 0,
             "retry" => 1,
             "dead" => 2,
-            _ => 3,
+            "ledger" => 3,
+            _ => 4,
         };
         let delay = row
             .delay

@@ -75,7 +75,14 @@ async fn producer_declares_no_wait_queue_and_each_consumer_declares_its_own() {
     assert_eq!(summary.published, 5);
     let p = &fresh.prefix;
     let (queues, exchanges) = declared(p).await;
-    assert_eq!(queues, [format!("{p}.dead"), format!("{p}.jobs")]);
+    assert_eq!(
+        queues,
+        [
+            format!("{p}.dead"),
+            format!("{p}.dead.ledger"),
+            format!("{p}.jobs")
+        ]
+    );
     assert_eq!(exchanges, [format!("{p}.dead"), format!("{p}.jobs")]);
 
     let consumer = spawn_consumer(&fresh, &api, &["--retry-delays", "2s,7s"]);
@@ -85,6 +92,7 @@ async fn producer_declares_no_wait_queue_and_each_consumer_declares_its_own() {
         queues,
         [
             format!("{p}.dead"),
+            format!("{p}.dead.ledger"),
             format!("{p}.jobs"),
             format!("{p}.retry.2s"),
             format!("{p}.retry.7s")
@@ -102,8 +110,9 @@ async fn producer_declares_no_wait_queue_and_each_consumer_declares_its_own() {
         format!("{p}.retry.2s"),
         format!("{p}.retry.7s"),
         format!("{p}.dead"),
+        format!("{p}.dead.ledger"),
     ];
-    assert_eq!(names, expected, "jobs, wait queues by delay, dead");
+    assert_eq!(names, expected, "jobs, wait queues by delay, dead, ledger");
     let seven = queue(&report, &format!("{p}.retry.7s"));
     assert_eq!(seven["usage"], "used");
     assert_eq!(seven["used_by"], 1);
@@ -198,7 +207,12 @@ async fn prune_deletes_only_empty_wait_queues_no_live_consumer_uses_after_asking
     let (queues, _) = declared(&p).await;
     assert_eq!(
         queues,
-        [format!("{p}.dead"), format!("{p}.jobs"), name("1h")]
+        [
+            format!("{p}.dead"),
+            format!("{p}.dead.ledger"),
+            format!("{p}.jobs"),
+            name("1h")
+        ]
     );
     delete_queues(&env, &[name("1h")]).await;
     env.cleanup().await;
@@ -237,7 +251,11 @@ async fn a_consumer_that_does_not_say_its_delays_keeps_every_wait_queue() {
     assert_eq!(pruned.code(), 0);
     assert_eq!(pruned.last_line(), "pruned=0 kept=0");
     let (queues, _) = declared(&env.prefix).await;
-    assert_eq!(queues.len(), 7, "{queues:?}");
+    assert_eq!(
+        queues.len(),
+        8,
+        "jobs, dead, ledger, five wait queues: {queues:?}"
+    );
     broker::close_channel(&channel).await;
     broker::close(&old).await;
     env.cleanup().await;
