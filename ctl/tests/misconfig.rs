@@ -109,8 +109,10 @@ async fn dead_commands_exit_2_when_the_broker_refuses_a_setting() {
     pokeq(&env, &missing_vhost, db, mgmt, &["dead", "list"])
         .await
         .assert_refused("a missing vhost", "AMQP_URL", "NOT_ALLOWED", None);
-    // The test's topology has a quorum jobs queue.
-    let clash = pokeq(
+    // The test's topology has a quorum jobs queue. `pokeq` declares nothing (only the producer
+    // and the consumers do, and they exit 2 on this clash), so the other queue type is no clash
+    // for it: the dead queue is read as it is.
+    let other_type = pokeq(
         &env,
         &env.amqp_url,
         db,
@@ -118,12 +120,7 @@ async fn dead_commands_exit_2_when_the_broker_refuses_a_setting() {
         &["--queue-type", "classic", "dead", "list"],
     )
     .await;
-    clash.assert_refused(
-        "the other queue type",
-        "POKEQ_QUEUE_TYPE=classic",
-        "PRECONDITION_FAILED",
-        None,
-    );
+    assert_eq!(other_type.code, Some(0), "{}", other_type.stderr);
     env.cleanup().await;
 }
 
