@@ -604,8 +604,8 @@ impl<'a> Run<'a> {
         self.retired.extend(consumers);
     }
 
-    /// The queues of this scenario's topology: the consumers' wait queues and the default ones
-    /// the producer declares.
+    /// The queues of this scenario's topology: the consumers' wait queues, and the default ones
+    /// a producer of an older version declared (`depths` reports a missing one as `None`).
     fn queues(&self) -> Result<Vec<String>> {
         let mut queues = Vec::new();
         for delays in [
