@@ -58,7 +58,8 @@ use crate::settle::{Target, Unsettled};
 #[command(
     name = "consumer",
     version,
-    about = "Fetch, transform and store one pokemon per job"
+    about = "Fetch, transform and store one pokemon per job",
+    after_help = pokeq_shared::config::ENVIRONMENT_HELP
 )]
 pub struct Cli {
     #[command(flatten)]

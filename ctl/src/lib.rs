@@ -38,7 +38,17 @@ use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::{Store, StoreError};
 
 #[derive(Debug, Parser)]
-#[command(name = "pokeq", version, about = "Operate a pokeq pipeline")]
+#[command(
+    name = "pokeq",
+    version,
+    about = "Operate a pokeq pipeline",
+    after_help = concat!(
+        "Dead-letter kinds: not_found, malformed_payload, invalid_message, exhausted (set by ",
+        "consumers); delivery_limit, rejected, expired, maxlen (RabbitMQ's own). MANAGEMENT_URL ",
+        "is the RabbitMQ management API. Also read from the environment: RUST_LOG (log filter, ",
+        "default `info`), NO_COLOR (any value: no colour in text logs)."
+    )
+)]
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -203,6 +213,20 @@ pub async fn run_with(
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+
+    #[test]
+    fn help_names_every_dead_letter_kind_and_the_environment_settings() {
+        use clap::CommandFactory;
+        let help = super::Cli::command().render_long_help().to_string();
+        for word in
+            super::dead::KINDS
+                .iter()
+                .copied()
+                .chain(["MANAGEMENT_URL", "RUST_LOG", "NO_COLOR"])
+        {
+            assert!(help.contains(word), "{word} missing from --help:\n{help}");
+        }
+    }
 
     #[test]
     fn shared_flags_work_before_and_after_the_subcommand() {

@@ -43,7 +43,8 @@ use crate::progress::Progress;
 #[command(
     name = "producer",
     version,
-    about = "List PokeAPI and publish one job per resource not yet done"
+    about = "List PokeAPI and publish one job per resource not yet done",
+    after_help = pokeq_shared::config::ENVIRONMENT_HELP
 )]
 pub struct Cli {
     #[command(flatten)]

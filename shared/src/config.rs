@@ -84,6 +84,11 @@ pub enum LogFormat {
     Json,
 }
 
+/// Settings read from the environment only, for every binary's `--help`.
+pub const ENVIRONMENT_HELP: &str = "Also read from the environment: RUST_LOG (log filter, default \
+`info`), NO_COLOR (any value: no colour in text logs), TOKIO_WORKER_THREADS (async worker \
+threads; the consumer runs one unless set).";
+
 /// Connection settings and names every binary takes. Values holding credentials hide their
 /// environment value from `--help`.
 #[derive(Debug, Clone, Args)]
