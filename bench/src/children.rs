@@ -53,15 +53,17 @@ pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<(Child,
         .stdout(Stdio::piped())
         .stderr(log_file)
         .process_group(0);
-    // SAFETY: prctl and getppid are async-signal-safe; the closure allocates nothing.
+    // SAFETY: prctl and getppid are async-signal-safe, and the closure allocates nothing: both
+    // errors are raw OS error codes (`io::Error::other` would box its message on the heap, which
+    // is not safe between fork and exec).
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() == 1 {
-                // The benchmark died before prctl took effect.
-                return Err(std::io::Error::other("parent gone"));
+                // The benchmark died before prctl took effect: "no such process".
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
