@@ -189,6 +189,67 @@ async fn migrate_exits_2_for_a_wrong_database_password() {
     env.cleanup().await;
 }
 
+/// Each applied migration's checksum, by version.
+async fn checksums(env: &TestEnv) -> Vec<(i32, Option<String>)> {
+    env.client()
+        .await
+        .query(
+            "select version, checksum from pokeq_schema_migrations order by version",
+            &[],
+        )
+        .await
+        .expect("migrations table")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn migrate_exits_2_when_an_applied_migration_was_edited() {
+    let env = TestEnv::start().await;
+    let (amqp, db, mgmt) = (&env.amqp_url, &env.database_url, &env.management_url);
+    let recorded = checksums(&env).await;
+    let latest = pokeq_shared::store::latest_schema_version();
+    assert_eq!(recorded.len(), usize::try_from(latest).expect("version"));
+    for (version, checksum) in &recorded {
+        assert!(
+            checksum.as_ref().is_some_and(|c| c.len() == 64),
+            "migration {version} has a SHA-256 recorded: {recorded:?}"
+        );
+    }
+
+    // A database migrated by a build from before the checksums: they are filled in at start.
+    env.client()
+        .await
+        .batch_execute("alter table pokeq_schema_migrations drop column checksum")
+        .await
+        .expect("drop the checksum column");
+    let upgraded = pokeq(&env, amqp, db, mgmt, &["migrate"]).await;
+    assert_eq!(upgraded.code, Some(0), "{}", upgraded.stderr);
+    assert_eq!(checksums(&env).await, recorded);
+    let again = pokeq(&env, amqp, db, mgmt, &["migrate"]).await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+
+    // Migration 3 as applied is not what this build carries.
+    env.client()
+        .await
+        .execute(
+            "update pokeq_schema_migrations set checksum = 'edited' where version = 3",
+            &[],
+        )
+        .await
+        .expect("tamper with a checksum");
+    pokeq(&env, amqp, db, mgmt, &["migrate"])
+        .await
+        .assert_refused(
+            "an edited migration",
+            "DATABASE_URL",
+            "migration 3 (api_rate) was applied to this database from other SQL",
+            None,
+        );
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn status_prints_what_it_can_then_exits_2_for_a_refused_setting() {
     let env = TestEnv::start().await;
