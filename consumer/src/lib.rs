@@ -153,7 +153,7 @@ impl Cli {
 /// unreachable for longer than `patience`, or one that refuses a setting, ends the run with an
 /// error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (health, metrics_at) = metrics::serve_health(config.metrics_addr, &shutdown).await?;
+    let (health, metrics_at) = metrics::serve_health(&config.metrics_addr, &shutdown).await?;
     metrics::preregister(metrics::Binary::Consumer);
     let advertised = Arc::new(advertised(&config, metrics_at));
     tracing::info!(

@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use pokeapi_stub::{FaultKind, FaultRule, StubConfig};
-use support::{TestEnv, free_port, wait_until};
+use pokeq_shared::testkit::metrics_listener;
+use support::{TestEnv, spawn_consumer, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(90);
 /// The fast retry schedule of the issue that found the problem: 1.4 s of delays in all.
@@ -38,10 +39,13 @@ async fn an_api_failing_everything_is_asked_about_once_a_second() {
             .set_fault(id, Some(FaultRule::always(FaultKind::ServerError(503))));
     }
     env.run_producer(&[]).await;
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let mut extra = vec!["--prefetch", "16", "--metrics-addr", &metrics_addr];
+    let (metrics, metrics_addr) = metrics_listener();
+    let metrics_addr = metrics_addr.to_string();
+    let mut extra = vec!["--prefetch", "16"];
     extra.extend(FAST_RETRIES);
-    let consumer = env.spawn_consumer(&extra);
+    let mut config = env.consumer_config(&extra);
+    config.metrics_addr = metrics;
+    let consumer = spawn_consumer(config);
 
     // The circuit opens after a handful of 503s; from then on only probes reach the API.
     assert!(

@@ -7,8 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use pokeapi_stub::StubConfig;
+use pokeq_shared::testkit::metrics_listener;
 use support::proxy::{Proxy, upstream};
-use support::{TestEnv, free_port, spawn_consumer, wait_until};
+use support::{TestEnv, spawn_consumer, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(90);
 /// The fast retry schedule of the issue that found the problem: 1.4 s of delays in all.
@@ -65,15 +66,17 @@ async fn api_outage_mid_run_fails_nothing_and_work_resumes_when_it_returns() {
     env.count_writes().await;
     env.run_producer(&[]).await;
     let api = Proxy::start(upstream(&env.stub.base_url())).await;
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let mut extra = vec!["--prefetch", "16", "--metrics-addr", &metrics_addr];
+    let (metrics, metrics_addr) = metrics_listener();
+    let mut extra = vec!["--prefetch", "16"];
     extra.extend(FAST_RETRIES);
-    let consumer = spawn_consumer(env.consumer_config_with_api(
+    let mut config = env.consumer_config_with_api(
         &env.amqp_url,
         &env.database_url,
         &api.url(&env.stub.base_url()),
         &extra,
-    ));
+    );
+    config.metrics_addr = metrics;
+    let consumer = spawn_consumer(config);
     let base = format!("http://{metrics_addr}");
     assert!(wait_until(SETTLE, || async { env.counts().await.done >= 100 }).await);
 

@@ -6,8 +6,9 @@ mod support;
 use std::time::Duration;
 
 use pokeapi_stub::StubConfig;
+use pokeq_shared::testkit::metrics_listener;
 use support::proxy::{Proxy, upstream};
-use support::{TestEnv, free_port, spawn_consumer, wait_until};
+use support::{TestEnv, spawn_consumer, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -38,13 +39,14 @@ async fn consumer_reconnects_after_losing_the_broker_and_is_unready_meanwhile() 
     env.count_writes().await;
     env.run_producer(&[]).await;
     let proxy = Proxy::start(upstream(&env.amqp_url)).await;
-    let port = free_port();
-    let metrics_addr = format!("127.0.0.1:{port}");
-    let consumer = spawn_consumer(env.consumer_config_via(
+    let (metrics, metrics_addr) = metrics_listener();
+    let mut config = env.consumer_config_via(
         &proxy.url(&env.amqp_url),
         &env.database_url,
-        &["--prefetch", "8", "--metrics-addr", &metrics_addr],
-    ));
+        &["--prefetch", "8"],
+    );
+    config.metrics_addr = metrics;
+    let consumer = spawn_consumer(config);
     let base = format!("http://{metrics_addr}");
     assert!(wait_until(SETTLE, || async { env.counts().await.done >= 50 }).await);
     assert_eq!(status(&format!("{base}/readyz")).await, Some(200));
@@ -101,13 +103,14 @@ async fn consumer_waits_out_a_database_outage_without_failing_or_counting_attemp
     env.count_writes().await;
     env.run_producer(&[]).await;
     let proxy = Proxy::start(upstream(&env.database_url)).await;
-    let port = free_port();
-    let metrics_addr = format!("127.0.0.1:{port}");
-    let consumer = spawn_consumer(env.consumer_config_via(
+    let (metrics, metrics_addr) = metrics_listener();
+    let mut config = env.consumer_config_via(
         &env.amqp_url,
         &proxy.url(&env.database_url),
-        &["--prefetch", "8", "--metrics-addr", &metrics_addr],
-    ));
+        &["--prefetch", "8"],
+    );
+    config.metrics_addr = metrics;
+    let consumer = spawn_consumer(config);
     let base = format!("http://{metrics_addr}");
     assert!(wait_until(SETTLE, || async { env.counts().await.done >= 50 }).await);
 

@@ -5,8 +5,8 @@
 //! a private Postgres cluster that asks for one, since the machine's trusts local connections).
 //!
 //! The consumer is its own binary. The producer's binary is not built for this crate's tests, so
-//! this test binary plays it, as in `secrets.rs`: started with `POKEQ_TEST_PRODUCER_ARGS` set,
-//! its `producer_main` does exactly what the producer's `main` does.
+//! this test binary plays it, as `secrets.rs` does: started with `POKEQ_TEST_PRODUCER_ARGS` set,
+//! its `main` does exactly what the producer's `main` does (see `support/harness.rs`).
 
 mod support;
 
@@ -14,38 +14,30 @@ use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use pokeq_shared::store::{self, Store};
+use pokeq_shared::testkit::ClosedPort;
 use pokeq_shared::testkit::refusing::{LimitedRole, PasswordPostgres};
-use support::{TestEnv, free_port};
+use support::{TestEnv, harness};
 use tokio::process::{Child, Command};
 
 const CONSUMER: &str = env!("CARGO_BIN_EXE_consumer");
-/// Set in a child process of this test binary: the producer's arguments, separated by U+001F.
-const PRODUCER_ARGS: &str = "POKEQ_TEST_PRODUCER_ARGS";
 /// A refusal must end a program well within this, start-up included.
 const FAST: Duration = Duration::from_secs(10);
 
-/// Not a test of its own: the producer's `main`, run when this binary is started as a producer.
-#[test]
-fn producer_main() {
-    let Ok(args) = std::env::var(PRODUCER_ARGS) else {
-        return;
-    };
-    let args = std::iter::once("producer").chain(args.split('\u{1f}').filter(|a| !a.is_empty()));
-    let cli = pokeq_producer::Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
-    let code = pokeq_producer::main(cli);
-    let status = if code == ExitCode::SUCCESS {
-        0
-    } else if code == ExitCode::from(pokeq_shared::exit::CONFIG) {
-        2
-    } else {
-        1
-    };
-    std::process::exit(status);
+fn main() -> ExitCode {
+    harness::main(harness::tokio_tests![
+        a_wrong_broker_password_exits_2_at_once,
+        a_missing_vhost_exits_2_at_once,
+        a_jobs_queue_of_another_type_exits_2_at_once_and_is_left_alone,
+        an_exchange_of_another_type_exits_2_at_once_naming_the_prefix,
+        database_refusals_exit_2_at_once,
+        a_wrong_database_password_exits_2_at_once,
+        an_unreachable_broker_is_still_waited_for,
+        an_unreachable_database_is_still_waited_for,
+    ])
 }
 
 /// A program under test, everything it prints going to one file.
@@ -98,18 +90,8 @@ impl Program {
     fn producer(vars: &[(&str, String)]) -> Self {
         let exe = std::env::current_exe().expect("test binary");
         let mut vars = vars.to_vec();
-        vars.push((PRODUCER_ARGS, String::new()));
-        Self::spawn(
-            "producer",
-            exe.to_str().expect("UTF-8 path"),
-            &[
-                "producer_main",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ],
-            &vars,
-        )
+        vars.push((harness::PRODUCER_ARGS, String::new()));
+        Self::spawn("producer", exe.to_str().expect("UTF-8 path"), &[], &vars)
     }
 
     /// Both programs, one after the other, each ended within `limit`.
@@ -207,7 +189,6 @@ fn amqp_url(env: &TestEnv, edit: impl FnOnce(&mut url::Url)) -> String {
     url.to_string()
 }
 
-#[tokio::test]
 async fn a_wrong_broker_password_exits_2_at_once() {
     let env = start().await;
     let password = format!("Wr0ng-{}", tag());
@@ -226,7 +207,6 @@ async fn a_wrong_broker_password_exits_2_at_once() {
     env.cleanup().await;
 }
 
-#[tokio::test]
 async fn a_missing_vhost_exits_2_at_once() {
     let env = start().await;
     let vhost = format!("pokeq-no-such-vhost-{}", tag());
@@ -268,7 +248,6 @@ async fn declare_foreign_queue(env: &TestEnv, name: &str, queue_type: &str) {
     assert!(confirm.await.expect("confirm").is_ack());
 }
 
-#[tokio::test]
 async fn a_jobs_queue_of_another_type_exits_2_at_once_and_is_left_alone() {
     let env = start().await;
     let jobs = env.topology().jobs();
@@ -288,7 +267,6 @@ async fn a_jobs_queue_of_another_type_exits_2_at_once_and_is_left_alone() {
     env.cleanup().await;
 }
 
-#[tokio::test]
 async fn an_exchange_of_another_type_exits_2_at_once_naming_the_prefix() {
     let env = start().await;
     let dead = env.topology().dead();
@@ -317,7 +295,6 @@ async fn an_exchange_of_another_type_exits_2_at_once_naming_the_prefix() {
     env.cleanup().await;
 }
 
-#[tokio::test]
 async fn database_refusals_exit_2_at_once() {
     let env = start().await;
     let password = format!("PgS3cr3t-{}", tag());
@@ -362,7 +339,6 @@ async fn database_refusals_exit_2_at_once() {
     env.cleanup().await;
 }
 
-#[tokio::test]
 async fn a_wrong_database_password_exits_2_at_once() {
     let env = start().await;
     let right = format!("R1ght-{}", tag());
@@ -396,11 +372,11 @@ async fn a_wrong_database_password_exits_2_at_once() {
     env.cleanup().await;
 }
 
-#[tokio::test]
 async fn an_unreachable_broker_is_still_waited_for() {
     let env = start().await;
+    let port = ClosedPort::bind();
     let closed = amqp_url(&env, |url| {
-        url.set_port(Some(free_port())).expect("port");
+        url.set_port(Some(port.port)).expect("port");
     });
     let mut vars = vars(&env, &closed, &env.database_url);
     let patience = Duration::from_secs(3);
@@ -442,12 +418,12 @@ async fn an_unreachable_broker_is_still_waited_for() {
     env.cleanup().await;
 }
 
-#[tokio::test]
 async fn an_unreachable_database_is_still_waited_for() {
     let env = start().await;
+    let port = ClosedPort::bind();
     let closed = {
         let mut url = url::Url::parse(&env.database_url).expect("database URL");
-        url.set_port(Some(free_port())).expect("port");
+        url.set_port(Some(port.port)).expect("port");
         url.to_string()
     };
     let mut vars = vars(&env, &env.amqp_url, &closed);

@@ -75,6 +75,7 @@ async fn metrics_count_what_happened_logs_are_json_and_sigterm_exits_zero() {
     let env = TestEnv::start(config).await;
     env.run_producer(&[]).await;
 
+    // The binary binds its metrics port itself: see `free_port` for the (small) race.
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_consumer"))
         .env("AMQP_URL", &env.amqp_url)

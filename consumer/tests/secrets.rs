@@ -5,8 +5,8 @@
 //! which proves the capture worked.
 //!
 //! The consumer is its own binary. The producer's binary is not built for this crate's tests, so
-//! this test binary plays it: started with `POKEQ_TEST_PRODUCER_ARGS` set, its `producer_main`
-//! does exactly what the producer's `main` does.
+//! this test binary plays it: started with `POKEQ_TEST_PRODUCER_ARGS` set, its `main` does
+//! exactly what the producer's `main` does (see `support/harness.rs`).
 
 mod support;
 
@@ -16,34 +16,21 @@ use std::process::{ExitCode, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use support::{TestEnv, free_port};
+use support::{TestEnv, harness};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 const CONSUMER: &str = env!("CARGO_BIN_EXE_consumer");
-/// Set in a child process of this test binary: the producer's arguments, separated by U+001F.
-const PRODUCER_ARGS: &str = "POKEQ_TEST_PRODUCER_ARGS";
 const SETTLE: Duration = Duration::from_secs(90);
 
-/// Not a test of its own: the producer's `main`, run when this binary is started as a producer.
-#[test]
-fn producer_main() {
-    let Ok(args) = std::env::var(PRODUCER_ARGS) else {
-        return;
-    };
-    let args = std::iter::once("producer").chain(args.split('\u{1f}').filter(|a| !a.is_empty()));
-    let cli = pokeq_producer::Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
-    let code = pokeq_producer::main(cli);
-    let status = if code == ExitCode::SUCCESS {
-        0
-    } else if code == ExitCode::from(pokeq_shared::exit::CONFIG) {
-        2
-    } else {
-        1
-    };
-    std::process::exit(status);
+fn main() -> ExitCode {
+    harness::main(harness::tokio_tests![
+        a_debug_text_run_never_prints_a_password,
+        a_debug_json_run_never_prints_a_password,
+        help_and_bad_settings_never_print_a_password,
+        connection_errors_never_print_a_password,
+    ])
 }
 
 /// A RabbitMQ user and a Postgres URL with passwords no program has any reason to print.
@@ -187,17 +174,8 @@ impl Process {
         let exe = std::env::current_exe().unwrap();
         let joined = args.join("\u{1f}");
         let mut vars = vars.to_vec();
-        vars.push((PRODUCER_ARGS, &joined));
-        Self::spawn(
-            exe.to_str().unwrap(),
-            &[
-                "producer_main",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ],
-            &vars,
-        )
+        vars.push((harness::PRODUCER_ARGS, &joined));
+        Self::spawn(exe.to_str().unwrap(), &[], &vars)
     }
 
     fn text(&self) -> String {
@@ -336,14 +314,12 @@ fn assert_json_lines(output: &str) {
     assert!(debug > 0, "no debug line captured:\n{output}");
 }
 
-#[tokio::test]
 async fn a_debug_text_run_never_prints_a_password() {
     let (secrets, output) = full_run("text").await;
     assert!(output.contains("DEBUG"), "debug level was on:\n{output}");
     secrets.assert_hidden("RUST_LOG=debug text logs", &output);
 }
 
-#[tokio::test]
 async fn a_debug_json_run_never_prints_a_password() {
     let (secrets, output) = full_run("json").await;
     assert_json_lines(&output);
@@ -359,7 +335,6 @@ struct Setting {
     shows: String,
 }
 
-#[tokio::test]
 async fn help_and_bad_settings_never_print_a_password() {
     let env = TestEnv::start(pokeapi_stub::StubConfig {
         count: 1,
@@ -487,7 +462,6 @@ async fn help_and_bad_settings_never_print_a_password() {
     env.cleanup().await;
 }
 
-#[tokio::test]
 async fn connection_errors_never_print_a_password() {
     let env = TestEnv::start(pokeapi_stub::StubConfig {
         count: 1,
@@ -495,7 +469,8 @@ async fn connection_errors_never_print_a_password() {
     })
     .await;
     let secrets = Secrets::new();
-    let closed = free_port();
+    let port = pokeq_shared::testkit::ClosedPort::bind();
+    let closed = port.port;
     let broker_closed = secrets.amqp_url(&env, Some(closed));
     let database_url = secrets.database_url(&env);
     let database_closed = {

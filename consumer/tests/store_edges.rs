@@ -12,9 +12,10 @@ use pokeq_shared::pokeapi::Validators;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::{ErrorClass, SaveRow};
 use pokeq_shared::testkit::Fresh;
+use pokeq_shared::testkit::metrics_listener;
 use pokeq_shared::transform::{Pokemon, Stat};
 use support::proxy::{Proxy, upstream};
-use support::{TestEnv, free_port, http_status, wait_until};
+use support::{TestEnv, http_status, spawn_consumer, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -48,8 +49,10 @@ async fn a_document_postgres_cannot_store_fails_alone_and_the_consumer_stays_rea
     env.stub
         .set_fault(bad, Some(FaultRule::always(FaultKind::NulInString)));
     env.run_producer(&[]).await;
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let consumer = env.spawn_consumer(&["--metrics-addr", &metrics_addr]);
+    let (metrics, metrics_addr) = metrics_listener();
+    let mut config = env.consumer_config(&[]);
+    config.metrics_addr = metrics;
+    let consumer = spawn_consumer(config);
 
     let counts = env.wait_settled(40, SETTLE).await;
     assert_eq!((counts.done, counts.failed), (39, 1), "{counts:?}");

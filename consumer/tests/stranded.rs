@@ -292,6 +292,7 @@ struct ConsumerProcess {
 impl ConsumerProcess {
     /// Starts it on this test's services, with `settings` (environment variables) on top.
     fn start(env: &TestEnv, settings: &[(&str, &str)]) -> Self {
+        // The binary binds its metrics port itself: see `free_port` for the (small) race.
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_consumer"))
             .env("AMQP_URL", &env.amqp_url)

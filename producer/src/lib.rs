@@ -192,7 +192,7 @@ struct Producer {
 /// or the database, and only the store calls and confirms already under way get a moment to
 /// finish, so that what was confirmed is marked `queued`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Summary> {
-    let (health, _) = metrics::serve_health(config.metrics_addr, &shutdown).await?;
+    let (health, _) = metrics::serve_health(&config.metrics_addr, &shutdown).await?;
     metrics::preregister(metrics::Binary::Producer);
     let opening = Store::open_patiently(
         &config.common.database,

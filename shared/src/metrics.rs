@@ -243,11 +243,13 @@ pub fn parse_addr(text: &str) -> Result<Endpoint, String> {
 /// Where a binary serves its endpoints: an address the user chose, which must be bound or the
 /// start fails (exit 2), or the default, which yields to another process on the same host by
 /// taking a free port instead (so `consumer & consumer &` works).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Listen {
     pub addr: Option<SocketAddr>,
     /// The address is the default: when it is taken, serve on a free port of the same IP.
     pub fallback: bool,
+    /// A socket bound before the binary started, served instead of binding `addr`.
+    handed: Option<Arc<std::net::TcpListener>>,
 }
 
 impl Listen {
@@ -261,6 +263,7 @@ impl Listen {
             return Ok(Self {
                 addr: default,
                 fallback: true,
+                handed: None,
             });
         };
         if let Some(addr) = addr
@@ -276,6 +279,18 @@ impl Listen {
         Ok(Self {
             addr,
             fallback: false,
+            handed: None,
+        })
+    }
+
+    /// Serves on `listener`, bound by the caller: its address is known before the binary runs
+    /// and no other process can take the port in between, as it could between a probe that
+    /// closes a port and the binary binding it (tests hand one over this way).
+    pub fn on(listener: std::net::TcpListener) -> std::io::Result<Self> {
+        Ok(Self {
+            addr: Some(listener.local_addr()?),
+            fallback: false,
+            handed: Some(Arc::new(listener)),
         })
     }
 }
@@ -283,10 +298,21 @@ impl Listen {
 /// A binary's health, its endpoint served as `listen` says unless that is off; with the bound
 /// address, if any.
 pub async fn serve_health(
-    listen: Listen,
+    listen: &Listen,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Arc<Health>, Option<SocketAddr>)> {
     let health = Arc::new(Health::default());
+    if let Some(handed) = &listen.handed {
+        let listener = handed
+            .try_clone()
+            .and_then(|listener| {
+                listener.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(listener)
+            })
+            .context("cannot serve metrics on the listener handed over")?;
+        let bound = serve_on(listener, Arc::clone(&health), shutdown.child_token())?;
+        return Ok((health, Some(bound)));
+    }
     let Some(addr) = listen.addr else {
         return Ok((health, None));
     };
@@ -316,6 +342,16 @@ pub async fn serve(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(listener, health, shutdown)
+}
+
+/// Serves the three endpoints on `listener` until `shutdown`; returns its address.
+fn serve_on(
+    listener: tokio::net::TcpListener,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let handle = recorder().clone();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -340,7 +376,6 @@ pub async fn serve(
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -405,10 +440,28 @@ mod tests {
         let taken = holder.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let listen = Listen::resolve(None, Some(taken)).unwrap();
-        let (_, bound) = serve_health(listen, &shutdown).await.unwrap();
+        let (_, bound) = serve_health(&listen, &shutdown).await.unwrap();
         let bound = bound.unwrap();
         assert_ne!(bound.port(), taken.port());
         assert_eq!(bound.ip(), taken.ip());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_listener_handed_over_is_served() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let listen = Listen::on(listener).unwrap();
+        let (_, bound) = serve_health(&listen, &shutdown).await.unwrap();
+        assert_eq!(bound, Some(addr));
+        let body = reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "ok\n");
         shutdown.cancel();
     }
 }

@@ -153,10 +153,46 @@ where
     }
 }
 
-/// A port free right now, for an endpoint the test must know the address of.
+/// A port that was free a moment ago, for a server in another process (a private Postgres
+/// cluster, a consumer binary serving its metrics): such a process must bind the port itself,
+/// so this closes its probe and another process could take the port before the server binds it
+/// (the server then fails to start and the test fails loudly, rarely). Where the code under
+/// test runs in this process, hand it a listener bound to port 0 instead ([`metrics_listener`]),
+/// and where a port must refuse connections, hold a [`ClosedPort`].
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("free port")
         .port()
+}
+
+/// The metrics endpoint of a binary run in this process, on a listener bound here to port 0 and
+/// handed over: the test knows the address up front, and nothing can take it in between.
+pub fn metrics_listener() -> (crate::metrics::Listen, std::net::SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a metrics port");
+    let addr = listener.local_addr().expect("bound address");
+    let listen = crate::metrics::Listen::on(listener).expect("listener handed over");
+    (listen, addr)
+}
+
+/// A port of 127.0.0.1 that refuses every connection while this lives, as a service that is
+/// down does: its socket is bound but never listens, so the kernel answers a connect with a
+/// reset, and no other process can bind the port meanwhile.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn bind() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind a port");
+        let port = socket.local_addr().expect("bound address").port();
+        Self {
+            _socket: socket,
+            port,
+        }
+    }
 }

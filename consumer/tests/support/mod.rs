@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod harness;
 pub mod proxy;
 
 use std::net::SocketAddr;

@@ -126,6 +126,7 @@ impl PasswordPostgres {
             dir,
             bin,
             as_postgres,
+            // The cluster's postmaster binds the port itself.
             port: super::free_port(),
         };
         if as_postgres {
