@@ -526,12 +526,11 @@ async fn sigterm_finishes_in_flight_jobs_and_loses_nothing() {
 
 #[tokio::test]
 async fn real_samples_flow_through_the_pipeline() {
-    let Some(dir) = std::env::var_os("POKEAPI_SAMPLES") else {
-        eprintln!("POKEAPI_SAMPLES not set: real samples not run through the pipeline");
+    let Some(dir) = pokeq_shared::testkit::samples_dir("real samples through the pipeline") else {
         return;
     };
     let mut config = stub(30);
-    config.samples_dir = Some(dir.into());
+    config.samples_dir = Some(dir);
     let env = TestEnv::start(config).await;
     env.run_producer(&[]).await;
     let consumer = env.spawn_consumer(&[]);

@@ -196,3 +196,22 @@ impl ClosedPort {
         }
     }
 }
+
+/// The folder of real PokeAPI payloads in `POKEAPI_SAMPLES`, if set. Under CI (`CI` set and not
+/// `false` or `0`, as `.ci/run` and hosted CI set it) a missing one fails the calling test, so
+/// that CI never passes without having checked the real payloads; elsewhere the test is
+/// skipped with a note naming `what` it would have checked.
+pub fn samples_dir(what: &str) -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("POKEAPI_SAMPLES") {
+        return Some(dir.into());
+    }
+    let on_ci = std::env::var("CI").is_ok_and(|ci| !matches!(ci.as_str(), "" | "false" | "0"));
+    assert!(
+        !on_ci,
+        "POKEAPI_SAMPLES is not set, so {what} cannot be checked, and under CI it must be: set it \
+         to the absolute path of a folder of real PokeAPI payloads (`.ci/run` uses \
+         ../shared/pokeapi-samples)"
+    );
+    eprintln!("POKEAPI_SAMPLES not set: {what} not checked");
+    None
+}

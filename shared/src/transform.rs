@@ -259,10 +259,19 @@ mod tests {
         );
     }
 
-    /// Every real payload in `POKEAPI_SAMPLES` (set by `.ci/run`) transforms.
+    /// Every real payload in `POKEAPI_SAMPLES` (set by `.ci/run`) transforms. Under CI a missing
+    /// `POKEAPI_SAMPLES` fails the test, as `testkit::samples_dir` does for the other crates
+    /// (the testkit is not built for this crate's own tests).
     #[test]
     fn transforms_every_real_sample() {
         let Some(dir) = std::env::var_os("POKEAPI_SAMPLES") else {
+            let on_ci =
+                std::env::var("CI").is_ok_and(|ci| !matches!(ci.as_str(), "" | "false" | "0"));
+            assert!(
+                !on_ci,
+                "POKEAPI_SAMPLES is not set, and under CI it must be: set it to the absolute path \
+                 of a folder of real PokeAPI payloads (`.ci/run` uses ../shared/pokeapi-samples)"
+            );
             eprintln!("POKEAPI_SAMPLES not set: real samples not checked");
             return;
         };

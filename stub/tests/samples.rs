@@ -1,5 +1,6 @@
-//! Samples mode. The real files are only read when `POKEAPI_SAMPLES` points at them
-//! (e.g. `POKEAPI_SAMPLES=/work/shared/pokeapi-samples`); the error cases always run.
+//! Samples mode. The real files are only read when `POKEAPI_SAMPLES` points at them (an absolute
+//! path: tests run in the crate's folder; `.ci/run` sets it to `../shared/pokeapi-samples` made
+//! absolute, and CI fails the test without it); the error cases always run.
 
 mod common;
 
@@ -62,6 +63,14 @@ fn tiny_sample_files_are_cycled_with_rewritten_ids() {
 #[tokio::test]
 async fn real_samples_are_served_with_rewritten_ids() {
     let Some(dir) = std::env::var_os("POKEAPI_SAMPLES").map(PathBuf::from) else {
+        // As pokeq's testkit::samples_dir (the stub does not depend on pokeq's crates): under
+        // CI the real samples must be checked.
+        let on_ci = std::env::var("CI").is_ok_and(|ci| !matches!(ci.as_str(), "" | "false" | "0"));
+        assert!(
+            !on_ci,
+            "POKEAPI_SAMPLES is not set, and under CI it must be: set it to the absolute path of a \
+             folder of real PokeAPI payloads (`.ci/run` uses ../shared/pokeapi-samples)"
+        );
         eprintln!("note: POKEAPI_SAMPLES not set; skipping the real-samples test");
         return;
     };
