@@ -201,6 +201,7 @@ impl ClosedPort {
 /// `false` or `0`, as `.ci/run` and hosted CI set it) a missing one fails the calling test, so
 /// that CI never passes without having checked the real payloads; elsewhere the test is
 /// skipped with a note naming `what` it would have checked.
+#[track_caller]
 pub fn samples_dir(what: &str) -> Option<std::path::PathBuf> {
     if let Some(dir) = std::env::var_os("POKEAPI_SAMPLES") {
         return Some(dir.into());
