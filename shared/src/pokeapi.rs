@@ -110,6 +110,8 @@ pub struct PokeApi {
     /// With a circuit, requests wait out an API outage instead of failing (see
     /// [`PokeApi::with_circuit`]).
     circuit: Option<(Arc<Circuit>, CancellationToken)>,
+    /// The last document the API served, the URL a probe asks for.
+    last_good: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// What an answer (or its absence) says about the API, for the gate and the circuit.
@@ -144,6 +146,7 @@ impl PokeApi {
             max_body: options.max_body,
             gate,
             circuit: None,
+            last_good: Arc::default(),
         })
     }
 
@@ -184,56 +187,91 @@ impl PokeApi {
     }
 
     async fn get(&self, url: &str, known: Option<&Validators>) -> Result<Fetched, FetchError> {
+        let Some((circuit, shutdown)) = &self.circuit else {
+            let (_, result) = self.attempt(url, known).await;
+            return result.map(|(_, f)| f).map_err(|(_, e)| e);
+        };
         loop {
-            let ticket = match &self.circuit {
-                Some((circuit, shutdown)) => Some(tokio::select! {
-                    biased;
-                    ticket = circuit.admit() => ticket,
-                    () = shutdown.cancelled(), if circuit.is_open() => {
-                        return Err(FetchError::Interrupted);
-                    }
-                }),
-                None => None,
-            };
-            let permit = self.gate.enter().await;
-            let started = std::time::Instant::now();
-            let sending = InFlight::new();
-            let result = self.exchange(url, known).await;
-            drop(sending);
-            let signal = signal(&result);
-            match signal {
-                Signal::Answered => self.gate.answered(),
-                Signal::AskedToWait(wait) => self.gate.asked_to_wait(wait),
-                Signal::Overloaded | Signal::Failing => self.gate.overloaded(&permit),
-            }
-            drop(permit);
-            let status = match &result {
-                Ok((status, _)) => status.as_str().to_owned(),
-                Err((Some(status), FetchError::Transient { .. })) if status.is_success() => {
-                    // The headers came, the body did not: not a 200 for whoever counts.
-                    "body_error".to_owned()
+            let ticket = tokio::select! {
+                biased;
+                ticket = circuit.admit() => ticket,
+                () = shutdown.cancelled(), if circuit.is_open() => {
+                    return Err(FetchError::Interrupted);
                 }
-                Err((Some(status), _)) => status.as_str().to_owned(),
-                Err((None, _)) => "error".to_owned(),
             };
-            metrics::counter!(crate::metrics::API_REQUESTS, "status" => status).increment(1);
-            metrics::histogram!(crate::metrics::API_SECONDS)
-                .record(started.elapsed().as_secs_f64());
-            if let (Some(ticket), Some((circuit, _))) = (ticket, &self.circuit) {
-                match (&signal, &result) {
+            if ticket.is_probe()
+                && let Some(good) = self.known_good(url)
+            {
+                // Whether the API is up, asked with what it answered before: the resources
+                // held may be ones it fails on their own (a flaky backend for some ids), and
+                // probing with them would keep the circuit open while the API is fine.
+                let (signal, result) = self.attempt(&good, None).await;
+                match (signal, result) {
                     (Signal::Failing, Err((_, error))) => {
-                        if circuit.failed(ticket, &error.to_string()) {
-                            // The API is down, not this resource: wait and ask again.
-                            continue;
-                        }
+                        circuit.failed(ticket, &error.to_string());
                     }
                     _ => circuit.succeeded(ticket),
                 }
+                continue;
             }
-            return result
-                .map(|(_, fetched)| fetched)
-                .map_err(|(_, error)| error);
+            let (signal, result) = self.attempt(url, known).await;
+            match (&signal, &result) {
+                (Signal::Failing, Err((_, error))) => {
+                    if circuit.failed(ticket, &error.to_string()) {
+                        // The API is down, not this resource: wait and ask again.
+                        continue;
+                    }
+                }
+                _ => circuit.succeeded(ticket),
+            }
+            if let Ok((_, Fetched::Document { .. })) = &result
+                && let Ok(mut good) = self.last_good.lock()
+            {
+                url.clone_into(good.get_or_insert_with(String::new));
+            }
+            return result.map(|(_, f)| f).map_err(|(_, e)| e);
         }
+    }
+
+    /// A URL the API answered lately, other than `url`: what a probe asks for.
+    fn known_good(&self, url: &str) -> Option<String> {
+        let good = self.last_good.lock().ok()?.clone()?;
+        (good != url).then_some(good)
+    }
+
+    /// One request through the gate, counted and timed, with what its answer says about the API.
+    async fn attempt(
+        &self,
+        url: &str,
+        known: Option<&Validators>,
+    ) -> (
+        Signal,
+        Result<(StatusCode, Fetched), (Option<StatusCode>, FetchError)>,
+    ) {
+        let permit = self.gate.enter().await;
+        let started = std::time::Instant::now();
+        let sending = InFlight::new();
+        let result = self.exchange(url, known).await;
+        drop(sending);
+        let signal = signal(&result);
+        match signal {
+            Signal::Answered => self.gate.answered(),
+            Signal::AskedToWait(wait) => self.gate.asked_to_wait(wait),
+            Signal::Overloaded | Signal::Failing => self.gate.overloaded(&permit),
+        }
+        drop(permit);
+        let status = match &result {
+            Ok((status, _)) => status.as_str().to_owned(),
+            Err((Some(status), FetchError::Transient { .. })) if status.is_success() => {
+                // The headers came, the body did not: not a 200 for whoever counts.
+                "body_error".to_owned()
+            }
+            Err((Some(status), _)) => status.as_str().to_owned(),
+            Err((None, _)) => "error".to_owned(),
+        };
+        metrics::counter!(crate::metrics::API_REQUESTS, "status" => status).increment(1);
+        metrics::histogram!(crate::metrics::API_SECONDS).record(started.elapsed().as_secs_f64());
+        (signal, result)
     }
 
     /// One request and its answer, with the status when a response came.
