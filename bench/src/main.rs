@@ -475,44 +475,16 @@ fn context() -> Value {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     json!({
-        "timestamp": utc_rfc3339(now),
+        "timestamp": pokeq_shared::worker::utc_rfc3339(now),
         "commit": commit,
         "dirty": dirty,
         "machine": { "nproc": nproc, "model": model },
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` of Unix seconds (civil-from-days, proleptic Gregorian).
-fn utc_rfc3339(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let rem = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(utc_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_rfc3339(951_827_696), "2000-02-29T12:34:56Z");
-        assert_eq!(utc_rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
-    }
 
     #[test]
     fn scenario_all_lists_the_issue_runs() {
