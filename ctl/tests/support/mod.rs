@@ -125,22 +125,7 @@ impl TestEnv {
             args.push(self.management_url.clone());
         }
         args.extend(rest.iter().map(|s| s.to_string()));
-        let config = Cli::try_parse_from(&args)
-            .expect("flags parse")
-            .validate()
-            .expect("config valid");
-        let mut out = Vec::new();
-        let mut input = answers.map(|text| Cursor::new(text.as_bytes().to_vec()));
-        let console = Console {
-            out: &mut out,
-            input: input.as_mut().map(|i| i as &mut (dyn BufRead + Send)),
-            terminal: false,
-        };
-        let result = pokeq_ctl::run_with(config, CancellationToken::new(), console).await;
-        Outcome {
-            out: String::from_utf8(out).expect("UTF-8 output"),
-            result,
-        }
+        run(&args, answers).await
     }
 
     /// Publishes a job to the jobs queue, as the producer does.
@@ -277,5 +262,26 @@ impl TestEnv {
     /// Removes this test's queues, exchanges and database.
     pub async fn cleanup(self) {
         self.fresh.cleanup().await;
+    }
+}
+
+/// Runs the `pokeq` command line `args` in-process; `answers` is what a person types at the
+/// terminal, `None` for a stdin that is not a terminal.
+pub async fn run(args: &[String], answers: Option<&str>) -> Outcome {
+    let config = Cli::try_parse_from(args)
+        .expect("flags parse")
+        .validate()
+        .expect("config valid");
+    let mut out = Vec::new();
+    let mut input = answers.map(|text| Cursor::new(text.as_bytes().to_vec()));
+    let console = Console {
+        out: &mut out,
+        input: input.as_mut().map(|i| i as &mut (dyn BufRead + Send)),
+        terminal: false,
+    };
+    let result = pokeq_ctl::run_with(config, CancellationToken::new(), console).await;
+    Outcome {
+        out: String::from_utf8(out).expect("UTF-8 output"),
+        result,
     }
 }

@@ -3,13 +3,11 @@
 //! management API read back, for the commands that report on what is running and declared.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Cursor};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
 use pokeapi_stub::{FaultRule, StubConfig, StubHandle};
-use pokeq_ctl::{Cli, Console};
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::testkit::{Fresh, management_url};
 use serde_json::Value;
@@ -125,22 +123,7 @@ pub async fn pokeq_as(
     if matches!(extra.first(), Some(&"status" | &"workers" | &"topology")) {
         args.extend(["--management-url".to_owned(), management_url()]);
     }
-    let config = Cli::try_parse_from(&args)
-        .expect("flags parse")
-        .validate()
-        .expect("config valid");
-    let mut out = Vec::new();
-    let mut input = answers.map(|text| Cursor::new(text.as_bytes().to_vec()));
-    let console = Console {
-        out: &mut out,
-        input: input.as_mut().map(|i| i as &mut (dyn BufRead + Send)),
-        terminal: false,
-    };
-    let result = pokeq_ctl::run_with(config, CancellationToken::new(), console).await;
-    Outcome {
-        out: String::from_utf8(out).expect("UTF-8 output"),
-        result,
-    }
+    super::run(&args, answers).await
 }
 
 /// GETs a management API path (`api/queues/%2f`...) as JSON.
