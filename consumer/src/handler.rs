@@ -10,10 +10,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use pokeq_shared::job::{ErrorKind, Job};
+use pokeq_shared::job::{ErrorKind, Job, unix_millis};
 use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pgerror::storable;
 use pokeq_shared::pokeapi::{FetchError, Fetched, PokeApi};
@@ -248,10 +248,4 @@ enum Halt {
     Shutdown,
     /// The database refused the item's data.
     Refused(StoreError),
-}
-
-fn unix_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -13,7 +13,6 @@
 //! (another `pokeq dead list` sees fewer); they reappear when it ends.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::builder::PossibleValuesParser;
@@ -484,9 +483,7 @@ async fn remove(letter: &Letter) -> anyhow::Result<()> {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    pokeq_shared::job::unix_seconds()
 }
 
 fn id_text(letter: &Letter) -> String {

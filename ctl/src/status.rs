@@ -14,7 +14,7 @@
 //! ([`crate::wait`]) blocks until the run is over.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -989,9 +989,7 @@ fn render_circuit(circuit: &ApiCircuit) -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    pokeq_shared::job::unix_seconds()
 }
 
 #[cfg(test)]

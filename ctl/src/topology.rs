@@ -15,7 +15,7 @@
 //! the last word.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use lapin::Connection;
@@ -552,9 +552,7 @@ fn arguments(arguments: &serde_json::Map<String, Value>) -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    pokeq_shared::job::unix_seconds()
 }
 
 #[cfg(test)]
