@@ -83,6 +83,13 @@ pub struct Cli {
           value_parser = RetryDelays::parse)]
     pub retry_delays: RetryDelays,
 
+    /// Times a detail request that failed as a flaky backend fails (a 5xx without
+    /// `Retry-After`, a timeout, a dropped connection) is sent again within the same attempt,
+    /// 25–150 ms later, before the job goes to a retry queue. 0: every such failure goes there.
+    #[arg(long, env = "POKEQ_API_RETRIES", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=5))]
+    pub api_retries: u32,
+
     /// Whole-request timeout of one detail request.
     #[arg(long, env = "POKEQ_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http_timeout: Duration,
@@ -139,6 +146,7 @@ impl Cli {
                 timeout: self.http_timeout,
                 max_body: self.max_body,
                 pool_per_host: usize::from(self.politeness.api_concurrency),
+                quick_retries: self.api_retries,
                 ..ClientOptions::default()
             },
             shutdown_grace: self.shutdown_grace,

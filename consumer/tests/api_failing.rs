@@ -1,5 +1,6 @@
 //! An API answering 503 to everything is asked about once a second and costs no item an
-//! attempt; a flaky backend that fails some ids twice costs them a retry, not the run.
+//! attempt; a flaky backend that fails some ids twice costs them a quick second request (or,
+//! with quick retries off, a retry), not the run.
 
 mod support;
 
@@ -77,22 +78,24 @@ async fn an_api_failing_everything_is_asked_about_once_a_second() {
     env.cleanup().await;
 }
 
-#[tokio::test]
-async fn ids_a_flaky_backend_fails_twice_are_retried_without_stopping_the_rest() {
+/// Runs 400 ids, every seventh (about 15%) answering 503 twice before it succeeds, and returns
+/// the attempts each flaky id took once all are done.
+async fn flaky_run(extra: &[&str]) -> Vec<(i32, i32)> {
     let env = TestEnv::start(StubConfig {
         count: 400,
         ..StubConfig::default()
     })
     .await;
     let ids = env.stub.dataset().ids().to_vec();
-    // Every seventh id (about 15%) answers 503 twice before it succeeds.
     let flaky: Vec<i32> = ids.iter().copied().step_by(7).collect();
     for &id in &flaky {
         env.stub
             .set_fault(id, Some(FaultRule::times(FaultKind::ServerError(503), 2)));
     }
     env.run_producer(&[]).await;
-    let consumer = env.spawn_consumer(&FAST_RETRIES);
+    let mut args = FAST_RETRIES.to_vec();
+    args.extend(extra);
+    let consumer = env.spawn_consumer(&args);
 
     let counts = env.wait_settled(ids.len() as i64, SETTLE).await;
     assert_eq!((counts.done, counts.failed), (ids.len() as i64, 0));
@@ -104,9 +107,40 @@ async fn ids_a_flaky_backend_fails_twice_are_retried_without_stopping_the_rest()
         );
     }
     assert!(env.drain_dead().await.is_empty());
+    let attempts = env
+        .client()
+        .await
+        .query(
+            "select id, attempts from ingest_items where id = any($1) order by id",
+            &[&flaky],
+        )
+        .await
+        .expect("attempts")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
 
     consumer.stop().await.expect("clean stop");
     env.cleanup().await;
+    attempts
+}
+
+#[tokio::test]
+async fn ids_a_flaky_backend_fails_twice_are_asked_again_within_their_first_attempt() {
+    let attempts = flaky_run(&[]).await;
+    assert!(!attempts.is_empty());
+    for (id, attempts) in attempts {
+        assert_eq!(attempts, 1, "id {id}: done in its first attempt");
+    }
+}
+
+#[tokio::test]
+async fn without_quick_retries_flaky_ids_go_through_the_retry_queues() {
+    let attempts = flaky_run(&["--api-retries", "0"]).await;
+    assert!(!attempts.is_empty());
+    for (id, attempts) in attempts {
+        assert_eq!(attempts, 3, "id {id}: two retries, then done");
+    }
 }
 
 #[tokio::test]

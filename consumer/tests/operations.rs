@@ -84,6 +84,8 @@ async fn metrics_count_what_happened_logs_are_json_and_sigterm_exits_zero() {
         .env("POKEQ_PREFIX", &env.prefix)
         .env("POKEQ_RATE", "0")
         .env("POKEQ_RETRY_DELAYS", "100ms")
+        // Id 4's 503 is counted as a retry: it must reach the retry queue.
+        .env("POKEQ_API_RETRIES", "0")
         .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")

@@ -218,7 +218,15 @@ async fn transient_failures_wait_in_retry_queues_then_succeed() {
     let env = TestEnv::start(config).await;
     env.run_producer(&[]).await;
     let started = Instant::now();
-    let consumer = env.spawn_consumer(&["--retry-delays", "100ms,200ms", "--max-attempts", "5"]);
+    // Without quick retries, so that each failure goes through a retry queue.
+    let consumer = env.spawn_consumer(&[
+        "--retry-delays",
+        "100ms,200ms",
+        "--max-attempts",
+        "5",
+        "--api-retries",
+        "0",
+    ]);
     let counts = env.wait_settled(30, SETTLE).await;
     assert_eq!((counts.done, counts.failed), (30, 0));
     assert!(
@@ -334,7 +342,15 @@ async fn a_job_that_keeps_failing_is_dead_lettered_as_exhausted_after_max_attemp
     config.faults = faults(&[(9, FaultKind::ServerError(500), None)]);
     let env = TestEnv::start(config).await;
     env.run_producer(&[]).await;
-    let consumer = env.spawn_consumer(&["--retry-delays", "100ms,200ms", "--max-attempts", "3"]);
+    // Without quick retries: each attempt is one request.
+    let consumer = env.spawn_consumer(&[
+        "--retry-delays",
+        "100ms,200ms",
+        "--max-attempts",
+        "3",
+        "--api-retries",
+        "0",
+    ]);
     let counts = env.wait_settled(10, SETTLE).await;
     assert_eq!((counts.done, counts.failed), (9, 1));
     consumer.stop().await.unwrap();

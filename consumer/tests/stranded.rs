@@ -301,6 +301,9 @@ impl ConsumerProcess {
             .env("POKEQ_PREFIX", &env.prefix)
             .env("POKEQ_RATE", "0")
             .env("POKEQ_RETRY_DELAYS", "1s")
+            // These tests put jobs in the retry queues: a failure must go there, not be asked
+            // again within its attempt.
+            .env("POKEQ_API_RETRIES", "0")
             .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -88,6 +88,10 @@ pub struct ClientOptions {
     pub max_body: usize,
     /// Idle keep-alive connections kept per host: enough for the process's concurrency.
     pub pool_per_host: usize,
+    /// Times a request that failed the way a flaky backend fails (a 5xx without `Retry-After`,
+    /// a timeout, a dropped connection) is sent again at once, after a pause of tens of
+    /// milliseconds (see [`quick_retries`]), before its failure is returned. 0: never.
+    pub quick_retries: u32,
 }
 
 impl Default for ClientOptions {
@@ -97,6 +101,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             max_body: DEFAULT_MAX_BODY,
             pool_per_host: 64,
+            quick_retries: 0,
         }
     }
 }
@@ -112,6 +117,7 @@ pub struct PokeApi {
     circuit: Option<(Arc<Circuit>, CancellationToken)>,
     /// The last document the API served, the URL a probe asks for.
     last_good: Arc<std::sync::Mutex<Option<String>>>,
+    quick_retries: u32,
 }
 
 /// What an answer (or its absence) says about the API, for the gate and the circuit.
@@ -147,6 +153,7 @@ impl PokeApi {
             gate,
             circuit: None,
             last_good: Arc::default(),
+            quick_retries: options.quick_retries,
         })
     }
 
@@ -186,17 +193,44 @@ impl PokeApi {
             .await
     }
 
+    /// One document, asked again at once (within [`ClientOptions::quick_retries`]) when it
+    /// failed the way a flaky backend fails. Such a failure is usually gone a few tens of
+    /// milliseconds later; handing it to the caller instead costs a job a trip through a retry
+    /// queue and seconds of delay. While the circuit is open the request is held, not retried.
     async fn get(&self, url: &str, known: Option<&Validators>) -> Result<Fetched, FetchError> {
+        let mut pauses = quick_retries(self.quick_retries);
+        loop {
+            let (signal, result) = self.through_circuit(url, known).await;
+            match result {
+                Err(error) if matches!(signal, Signal::Failing) && error.is_transient() => {
+                    let Some(pause) = pauses.next() else {
+                        return Err(error);
+                    };
+                    tracing::debug!(url, %error, ?pause, "flaky answer; asking again");
+                    tokio::time::sleep(pause).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One request, held while the circuit (if any) is open, with what its answer says about
+    /// the API.
+    async fn through_circuit(
+        &self,
+        url: &str,
+        known: Option<&Validators>,
+    ) -> (Signal, Result<Fetched, FetchError>) {
         let Some((circuit, shutdown)) = &self.circuit else {
-            let (_, result) = self.attempt(url, known).await;
-            return result.map(|(_, f)| f).map_err(|(_, e)| e);
+            let (signal, result) = self.attempt(url, known).await;
+            return (signal, result.map(|(_, f)| f).map_err(|(_, e)| e));
         };
         loop {
             let ticket = tokio::select! {
                 biased;
                 ticket = circuit.admit() => ticket,
                 () = shutdown.cancelled(), if circuit.is_open() => {
-                    return Err(FetchError::Interrupted);
+                    return (Signal::Answered, Err(FetchError::Interrupted));
                 }
             };
             if ticket.is_probe()
@@ -229,7 +263,7 @@ impl PokeApi {
             {
                 url.clone_into(good.get_or_insert_with(String::new));
             }
-            return result.map(|(_, f)| f).map_err(|(_, e)| e);
+            return (signal, result.map(|(_, f)| f).map_err(|(_, e)| e));
         }
     }
 
@@ -399,6 +433,21 @@ fn signal(result: &Result<(StatusCode, Fetched), (Option<StatusCode>, FetchError
             }
         }
     }
+}
+
+/// The pauses before asking again for a document that failed the way a flaky backend fails:
+/// 25–50 ms, then 75–150 ms, ... (jittered, so that the ids a backend failed together are not
+/// asked again together), `times` of them. Bounded by the count: two quick retries add at most
+/// 200 ms to a job, and a backend that keeps failing gets the job's normal retry path.
+pub fn quick_retries(times: u32) -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(25))
+        .with_factor(3.0)
+        .with_max_delay(Duration::from_secs(1))
+        .with_max_times(times as usize)
+        .with_jitter()
+        .build()
 }
 
 /// One request counted in `pokeq_api_requests_in_flight` until dropped, so a request whose
