@@ -164,7 +164,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let opening = Store::open_patiently(
         &config.common.database,
-        &config.common.database_url,
+        config.common.database_url.expose(),
         // Handlers only read item states (the committer writes); a few connections serve many.
         (usize::from(config.prefetch) / 4).clamp(4, 16),
         config.common.extra_ca.as_deref(),
@@ -177,7 +177,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     health.set_database(true);
     let gate = Gate::new(&config.politeness, Some(store.clone()));
     let circuit = Arc::new(Circuit::new());
-    let api = PokeApi::new(&config.common.pokeapi_url, &config.http, gate)
+    let api = PokeApi::new(config.common.pokeapi_url.expose(), &config.http, gate)
         .context("cannot build the HTTP client")?
         .with_circuit(Arc::clone(&circuit), shutdown.clone());
     circuit::report(
@@ -319,7 +319,7 @@ impl Session {
     /// could not be reached or went away.
     async fn run(self, config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let connection = broker::connect_once_with(
-            &config.common.amqp_url,
+            config.common.amqp_url.expose(),
             &process_name(),
             &self.advertised.client_properties(),
             config.common.extra_ca.as_deref(),

@@ -196,7 +196,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     metrics::preregister(metrics::Binary::Producer);
     let opening = Store::open_patiently(
         &config.common.database,
-        &config.common.database_url,
+        config.common.database_url.expose(),
         config.concurrency.min(4) + 1,
         config.common.extra_ca.as_deref(),
         config.patience,
@@ -207,7 +207,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     health.set_database(true);
     let gate = Gate::new(&config.politeness, Some(store.clone()));
-    let api = PokeApi::new(&config.common.pokeapi_url, &config.http, gate)
+    let api = PokeApi::new(config.common.pokeapi_url.expose(), &config.http, gate)
         .context("cannot build the HTTP client")?;
     // Only what publishing needs: the wait queues are the consumers' to declare, with their
     // own delays.
@@ -215,7 +215,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // The first connection waits for a broker that is still starting; later ones (after a
     // loss) are made by the link as publishing needs them.
     let connecting = broker::connect(
-        &config.common.amqp_url,
+        config.common.amqp_url.expose(),
         "pokeq-producer",
         config.common.extra_ca.as_deref(),
     );
@@ -224,7 +224,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         connection = connecting => connection?,
     };
     let link = broker::Link::new(
-        &config.common.amqp_url,
+        config.common.amqp_url.expose(),
         "pokeq-producer",
         topology.clone(),
         config.common.extra_ca.as_deref(),

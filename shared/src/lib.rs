@@ -1,7 +1,8 @@
 //! pokeq's shared library: everything the producer, the consumer and the operator CLI need.
 //!
 //! Data flows one way, and the modules follow it:
-//! - [`config`] parses and validates the settings every binary shares, masking secrets.
+//! - [`config`] parses and validates the settings every binary shares, masking secrets;
+//!   [`secret`] holds URLs with passwords so that only their masked form is ever shown.
 //! - [`pokeapi`] is the HTTP client for the list and detail endpoints, with timeouts, a body cap
 //!   and a classification of failures into transient and permanent; [`rate`] paces it (shared
 //!   rate, adaptive concurrency, `Retry-After`) and [`circuit`] holds it through API outages.
@@ -26,6 +27,7 @@ pub mod pgerror;
 pub mod pokeapi;
 pub mod rate;
 pub mod scan;
+pub mod secret;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
