@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::Parser;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -42,6 +41,7 @@ use pokeq_shared::job::{self, ErrorKind, Job};
 use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pokeapi::{ClientOptions, PokeApi};
 use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
+use pokeq_shared::retry;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
 use pokeq_shared::topology::{RetryDelays, Topology};
@@ -205,7 +205,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.retry_delays.clone(),
     );
 
-    let mut backoff = reconnect_backoff();
+    let mut backoff = retry::BROKER_RECONNECT.waits();
     let mut unreachable_since: Option<Instant> = None;
     loop {
         let session = Session {
@@ -229,7 +229,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         if started.elapsed() > Duration::from_secs(30) {
             // The session was healthy for a while: this is a new outage, start over.
-            backoff = reconnect_backoff();
+            backoff = retry::BROKER_RECONNECT.waits();
             unreachable_since = None;
         }
         let since = *unreachable_since.get_or_insert_with(Instant::now);
@@ -239,7 +239,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 config.patience
             )));
         }
-        let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+        let wait = backoff.next().unwrap_or(retry::BROKER_RECONNECT.longest);
         metrics::counter!(metrics::RECONNECTS, "target" => "broker").increment(1);
         tracing::warn!(
             error = pokeq_shared::exit::describe(&error),
@@ -293,17 +293,6 @@ fn advertised(config: &Config, metrics_addr: Option<SocketAddr>) -> worker::Adve
         started_at: job::unix_seconds(),
         metrics_addr,
     }
-}
-
-/// Capped exponential backoff with jitter for reconnecting, without a count limit: the
-/// patience deadline bounds it.
-fn reconnect_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .without_max_times()
-        .with_jitter()
-        .build()
 }
 
 /// One broker connection's worth of consuming.

@@ -14,6 +14,7 @@
 //!   few fields it reads out of the document without parsing the rest.
 //! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows;
 //!   [`pgerror`] tells an outage from data the database refuses.
+//! - [`retry`] holds every retry policy (backoff and bound) and the reasons for each.
 //! - [`telemetry`] sets up tracing; [`shutdown`] turns signals into a cancellation token;
 //!   [`exit`] maps a binary's outcome to the contract's exit codes.
 
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod pgerror;
 pub mod pokeapi;
 pub mod rate;
+pub mod retry;
 pub mod scan;
 pub mod secret;
 pub mod shutdown;
