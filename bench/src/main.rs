@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use pokeq_shared::secret::SecretUrl;
 use serde_json::{Value, json};
 
 use crate::run::{Registry, Settings, Spec};
@@ -88,20 +89,20 @@ struct Cli {
         env = "BENCH_AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
-    amqp_url: String,
+    amqp_url: SecretUrl,
     /// Postgres server; each run creates and drops its own `pokeq_bench_<tag>` database.
     #[arg(
         long,
         env = "BENCH_POSTGRES_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
-    postgres_url: String,
+    postgres_url: SecretUrl,
     #[arg(
         long,
         env = "BENCH_MANAGEMENT_URL",
         default_value = "http://guest:guest@127.0.0.1:15672"
     )]
-    management_url: String,
+    management_url: SecretUrl,
     /// POKEQ_QUEUE_TYPE of every process (quorum or classic).
     #[arg(long, default_value = "quorum")]
     queue_type: String,
@@ -224,7 +225,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
         bin_dir,
         amqp_url: cli.amqp_url.clone(),
         postgres_url: cli.postgres_url.clone(),
-        mgmt: Management::new(&cli.management_url)?,
+        mgmt: Management::new(cli.management_url.expose())?,
         queue_type: cli.queue_type.clone(),
         stall: Duration::from_secs(cli.stall_secs),
         stub_secs: Duration::from_secs(cli.stub_secs),
@@ -295,8 +296,11 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
     let leftovers = settings.registry.take();
     if !leftovers.is_empty() {
         eprintln!("bench: cleaning up {} run(s)", leftovers.len());
-        let admin =
-            services::pg_connect(&services::database_url(&cli.postgres_url, "postgres")?).await?;
+        let admin = services::pg_connect(&services::database_url(
+            cli.postgres_url.expose(),
+            "postgres",
+        )?)
+        .await?;
         for (db, prefix) in leftovers {
             if !cli.keep {
                 run::cleanup(&settings, &admin, &db, &prefix).await;

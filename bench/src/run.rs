@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
+use pokeq_shared::secret::SecretUrl;
 use serde_json::{Value, json};
 use tokio_postgres::Client;
 
@@ -97,9 +98,9 @@ impl Registry {
 /// Settings shared by every run.
 pub struct Settings {
     pub bin_dir: PathBuf,
-    pub amqp_url: String,
+    pub amqp_url: SecretUrl,
     /// Any database on the server; runs use `pokeq_bench_<tag>` and `postgres` for admin.
-    pub postgres_url: String,
+    pub postgres_url: SecretUrl,
     pub mgmt: Management,
     pub queue_type: String,
     pub stall: Duration,
@@ -127,8 +128,11 @@ pub async fn run(settings: &Settings, spec: &Spec) -> anyhow::Result<Value> {
     let prefix = format!("bench-{tag}");
     let dir = std::env::temp_dir().join(format!("pokeq-bench-{tag}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let admin =
-        services::pg_connect(&services::database_url(&settings.postgres_url, "postgres")?).await?;
+    let admin = services::pg_connect(&services::database_url(
+        settings.postgres_url.expose(),
+        "postgres",
+    )?)
+    .await?;
     settings.registry.add(&db, &prefix);
     services::create_database(&admin, &db).await?;
     for (name, value) in &settings.db_settings {
@@ -274,9 +278,9 @@ impl Run<'_> {
                 cmd.env_remove(key);
             }
         }
-        let db_url = services::database_url(&self.settings.postgres_url, &self.db)
-            .unwrap_or_else(|_| self.settings.postgres_url.clone());
-        cmd.env("AMQP_URL", &self.settings.amqp_url)
+        let db_url = services::database_url(self.settings.postgres_url.expose(), &self.db)
+            .unwrap_or_else(|_| self.settings.postgres_url.expose().to_owned());
+        cmd.env("AMQP_URL", self.settings.amqp_url.expose())
             .env("DATABASE_URL", db_url)
             .env("POKEQ_PREFIX", &self.prefix)
             .env("POKEQ_QUEUE_TYPE", &self.settings.queue_type)
@@ -343,7 +347,7 @@ impl Run<'_> {
 
         // Wait until every consumer consumes, so the producer starts against a ready pipeline.
         let jobs = format!("{}.jobs", self.prefix);
-        let mut probe = QueueProbe::connect(&settings.amqp_url, jobs.clone()).await?;
+        let mut probe = QueueProbe::connect(settings.amqp_url.expose(), jobs.clone()).await?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             check_alive(&mut consumers, "during start-up")?;
@@ -361,7 +365,7 @@ impl Run<'_> {
             tokio::time::sleep(TICK).await;
         }
 
-        let db_url = services::database_url(&settings.postgres_url, &self.db)?;
+        let db_url = services::database_url(settings.postgres_url.expose(), &self.db)?;
         let pg = services::pg_connect(&db_url).await?;
         let bench_backend: i32 = pg.query_one("select pg_backend_pid()", &[]).await?.get(0);
         let synchronous_commit: String = pg.query_one("show synchronous_commit", &[]).await?.get(0);

@@ -12,11 +12,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use pokeq_shared::job::{ErrorKind, Job, unix_millis};
 use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pgerror::storable;
 use pokeq_shared::pokeapi::{FetchError, Fetched, PokeApi};
+use pokeq_shared::retry;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::{ErrorClass, SaveRow, Store, StoreError};
 use pokeq_shared::topology::{Delay, RetryDelays};
@@ -198,20 +198,15 @@ impl Handler {
         Ok(Outcome::Done { written })
     }
 
-    /// Runs a store operation until it succeeds, waiting with capped backoff while the
-    /// database is unavailable or needs an operator; [`Halt::Refused`] at once if it refuses
+    /// Runs a store operation until it succeeds, waiting ([`retry::CONSUMER_DATABASE`]) while
+    /// the database is unavailable or needs an operator; [`Halt::Refused`] at once if it refuses
     /// the item's data, [`Halt::Shutdown`] if shutdown comes first.
     async fn stored<T, F, Fut>(&self, operation: F) -> Result<T, Halt>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(10))
-            .without_max_times()
-            .with_jitter()
-            .build();
+        let mut backoff = retry::CONSUMER_DATABASE.waits();
         loop {
             let error = match operation().await {
                 Ok(value) => {
@@ -227,7 +222,7 @@ impl Handler {
                 return Err(Halt::Refused(error));
             }
             self.health.set_database(false);
-            let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+            let wait = backoff.next().unwrap_or(retry::CONSUMER_DATABASE.longest);
             if class == ErrorClass::Operator {
                 tracing::error!(%error, ?wait, "the database fails pokeq's statements; waiting for an operator, attempt not counted");
             } else {

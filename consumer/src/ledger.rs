@@ -20,9 +20,6 @@
 //! As everywhere in the consumer, an unavailable database is waited out with the letter
 //! unacknowledged.
 
-use std::time::Duration;
-
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
@@ -30,6 +27,7 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 use pokeq_shared::job::{self, ErrorKind, Job};
 use pokeq_shared::metrics::{self, Health};
+use pokeq_shared::retry;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
 use pokeq_shared::topology::DELIVERY_LIMIT;
@@ -179,12 +177,7 @@ async fn mark_failed(
     attempts: u32,
     reason: &str,
 ) -> bool {
-    let mut backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .without_max_times()
-        .with_jitter()
-        .build();
+    let mut backoff = retry::CONSUMER_DATABASE.waits();
     let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
     loop {
         match store.mark_failed(id, kind, attempts, reason).await {
@@ -194,7 +187,7 @@ async fn mark_failed(
             }
             Err(error) => {
                 health.set_database(false);
-                let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+                let wait = backoff.next().unwrap_or(retry::CONSUMER_DATABASE.longest);
                 tracing::warn!(%error, ?wait, id, "database unavailable; the dead letter waits");
                 metrics::counter!(metrics::RECONNECTS, "target" => "database").increment(1);
                 tokio::select! {

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::Parser;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -42,6 +41,7 @@ use pokeq_shared::job::{self, ErrorKind, Job};
 use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pokeapi::{ClientOptions, PokeApi};
 use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
+use pokeq_shared::retry;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
 use pokeq_shared::topology::{RetryDelays, Topology};
@@ -172,7 +172,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let opening = Store::open_patiently(
         &config.common.database,
-        &config.common.database_url,
+        config.common.database_url.expose(),
         // Handlers only read item states (the committer writes); a few connections serve many.
         (usize::from(config.prefetch) / 4).clamp(4, 16),
         config.common.extra_ca.as_deref(),
@@ -185,7 +185,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     health.set_database(true);
     let gate = Gate::new(&config.politeness, Some(store.clone()));
     let circuit = Arc::new(Circuit::new());
-    let api = PokeApi::new(&config.common.pokeapi_url, &config.http, gate)
+    let api = PokeApi::new(config.common.pokeapi_url.expose(), &config.http, gate)
         .context("cannot build the HTTP client")?
         .with_circuit(Arc::clone(&circuit), shutdown.clone());
     circuit::report(
@@ -213,7 +213,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.retry_delays.clone(),
     );
 
-    let mut backoff = reconnect_backoff();
+    let mut backoff = retry::BROKER_RECONNECT.waits();
     let mut unreachable_since: Option<Instant> = None;
     loop {
         let session = Session {
@@ -237,7 +237,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         if started.elapsed() > Duration::from_secs(30) {
             // The session was healthy for a while: this is a new outage, start over.
-            backoff = reconnect_backoff();
+            backoff = retry::BROKER_RECONNECT.waits();
             unreachable_since = None;
         }
         let since = *unreachable_since.get_or_insert_with(Instant::now);
@@ -247,7 +247,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 config.patience
             )));
         }
-        let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+        let wait = backoff.next().unwrap_or(retry::BROKER_RECONNECT.longest);
         metrics::counter!(metrics::RECONNECTS, "target" => "broker").increment(1);
         tracing::warn!(
             error = pokeq_shared::exit::describe(&error),
@@ -303,17 +303,6 @@ fn advertised(config: &Config, metrics_addr: Option<SocketAddr>) -> worker::Adve
     }
 }
 
-/// Capped exponential backoff with jitter for reconnecting, without a count limit: the
-/// patience deadline bounds it.
-fn reconnect_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .without_max_times()
-        .with_jitter()
-        .build()
-}
-
 /// One broker connection's worth of consuming.
 struct Session {
     handler: Arc<Handler>,
@@ -327,7 +316,7 @@ impl Session {
     /// could not be reached or went away.
     async fn run(self, config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let connection = broker::connect_once_with(
-            &config.common.amqp_url,
+            config.common.amqp_url.expose(),
             &process_name(),
             &self.advertised.client_properties(),
             config.common.extra_ca.as_deref(),

@@ -4,28 +4,20 @@
 //! outcome is still known: only its message is not where it must go yet. Handing the delivery
 //! back at once would run the job again, asking the API again, in a tight loop for as long as
 //! the publish keeps failing. So the same message is published again, with capped exponential
-//! backoff, while the channel lives; the delivery stays unacknowledged meanwhile (the prefetch
-//! keeps the consumer from taking more than it can hold). An unroutable publish (a wait queue
-//! someone deleted) first has the topology declared again, once. Only after the bound is the
-//! delivery handed back, so a job whose letter the broker keeps refusing runs about once per
-//! [`TOTAL`], not in a loop; if the channel or connection is gone there is nobody to hand it
-//! back to: the broker redelivers it on its own.
+//! backoff ([`retry::SETTLE`]), while the channel lives; the delivery stays unacknowledged
+//! meanwhile (the prefetch keeps the consumer from taking more than it can hold). An unroutable
+//! publish (a wait queue someone deleted) first has the topology declared again, once. Only
+//! after the bound is the delivery handed back, so a job whose letter the broker keeps refusing
+//! runs about once per [`SETTLE_TOTAL`], not in a loop; if the channel or connection is gone
+//! there is nobody to hand it back to: the broker redelivers it on its own.
 
 use std::future::Future;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use pokeq_shared::broker::BrokerError;
 use pokeq_shared::metrics;
+use pokeq_shared::retry::{self, SETTLE_TOTAL};
 use pokeq_shared::shutdown::CancellationToken;
-
-/// First wait after a failed publish.
-pub const FIRST_WAIT: Duration = Duration::from_millis(200);
-/// Longest wait between two publishes of the same message.
-pub const LONGEST_WAIT: Duration = Duration::from_secs(10);
-/// Most time spent on one message before its delivery is handed back (a publish under way then
-/// may take its confirm timeout longer).
-pub const TOTAL: Duration = Duration::from_secs(30);
 
 /// Where a settling publish goes; the label of [`metrics::SETTLE_FAILURES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +40,7 @@ impl Target {
 pub enum Unsettled {
     /// The channel or its connection is gone: the broker redelivers the delivery itself.
     ChannelLost(BrokerError),
-    /// Still failing after [`TOTAL`] of waiting: hand the delivery back.
+    /// Still failing after [`SETTLE_TOTAL`] of waiting: hand the delivery back.
     GaveUp(BrokerError),
     /// Shutdown came while waiting: hand the delivery back.
     Stopped(BrokerError),
@@ -58,7 +50,7 @@ impl std::fmt::Display for Unsettled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Unsettled::ChannelLost(error) => write!(f, "{error}; the channel is gone"),
-            Unsettled::GaveUp(error) => write!(f, "{error}; still failing after {TOTAL:?}"),
+            Unsettled::GaveUp(error) => write!(f, "{error}; still failing after {SETTLE_TOTAL:?}"),
             Unsettled::Stopped(error) => write!(f, "{error}; stopping"),
         }
     }
@@ -66,22 +58,16 @@ impl std::fmt::Display for Unsettled {
 
 impl std::error::Error for Unsettled {}
 
-/// The waits between publishes of one message: 200 ms doubling to 10 s, with jitter, ending
-/// once they would add up to more than [`TOTAL`].
+/// The waits between publishes of one message: [`retry::SETTLE`].
 pub fn schedule() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(FIRST_WAIT)
-        .with_max_delay(LONGEST_WAIT)
-        .without_max_times()
-        .with_total_delay(Some(TOTAL))
-        .with_jitter()
-        .build()
+    retry::SETTLE.waits()
 }
 
 /// Calls `publish` until it succeeds, waiting `waits` between failures, and counts each failure;
-/// gives up when `waits` ends or [`TOTAL`] has passed. After the first unroutable return,
-/// `redeclare` runs once (its failure is only logged: the waits go on). `alive` says whether the
-/// channel can still carry a publish.
+/// gives up when `waits` ends or [`SETTLE_TOTAL`] has passed (a publish under way then may take
+/// its confirm timeout longer). After the first unroutable return, `redeclare` runs once (its
+/// failure is only logged: the waits go on). `alive` says whether the channel can still carry a
+/// publish.
 pub async fn until_confirmed<P, PF, D, DF>(
     target: Target,
     mut publish: P,
@@ -124,7 +110,7 @@ where
                 );
             }
         }
-        let Some(wait) = waits.next().filter(|_| started.elapsed() < TOTAL) else {
+        let Some(wait) = waits.next().filter(|_| started.elapsed() < SETTLE_TOTAL) else {
             return Err(Unsettled::GaveUp(error));
         };
         tracing::warn!(to = target.as_str(), %error, failures, ?wait, "publish failed; trying again");
@@ -184,15 +170,18 @@ mod tests {
             "a handful of publishes, not a tight loop: {calls:?}"
         );
         let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
-        assert!(gaps.iter().all(|gap| *gap >= FIRST_WAIT), "{gaps:?}");
         assert!(
-            gaps.iter().all(|gap| *gap <= LONGEST_WAIT * 2),
+            gaps.iter().all(|gap| *gap >= retry::SETTLE.first),
+            "{gaps:?}"
+        );
+        assert!(
+            gaps.iter().all(|gap| *gap <= retry::SETTLE.longest * 2),
             "capped (jitter at most doubles a wait): {gaps:?}"
         );
         assert!(gaps.last() > gaps.first(), "the waits grow: {gaps:?}");
         let elapsed = started.elapsed();
         assert!(
-            elapsed <= TOTAL && elapsed >= TOTAL / 3,
+            elapsed <= SETTLE_TOTAL && elapsed >= SETTLE_TOTAL / 3,
             "bounded in total: {elapsed:?}"
         );
     }

@@ -159,7 +159,7 @@ async fn producer_resends_unconfirmed_jobs_after_losing_the_broker() {
     let env = TestEnv::start(slow_stub(400)).await;
     let proxy = Proxy::start(upstream(&env.amqp_url)).await;
     let mut config = env.producer_config(&["--page-size", "10", "--concurrency", "2"]);
-    config.common.amqp_url = proxy.url(&env.amqp_url);
+    config.common.amqp_url = proxy.url(&env.amqp_url).into();
     let producer = tokio::spawn(pokeq_producer::run(
         config,
         pokeq_shared::shutdown::CancellationToken::new(),

@@ -16,6 +16,7 @@ use std::process::{ExitCode, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use support::{TestEnv, harness};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
@@ -30,6 +31,8 @@ fn main() -> ExitCode {
         a_debug_json_run_never_prints_a_password,
         help_and_bad_settings_never_print_a_password,
         connection_errors_never_print_a_password,
+        a_printed_configuration_never_shows_a_password,
+        api_errors_never_show_the_credentials_or_query_of_the_api_url,
     ])
 }
 
@@ -553,5 +556,140 @@ async fn connection_errors_never_print_a_password() {
         }
     }
     eprintln!("connection errors checked in {:?}", started.elapsed());
+    env.cleanup().await;
+}
+
+/// What `debug!(?config)` would print, in every binary: the flags as parsed and the validated
+/// configuration, whole, show no password, nor do the URLs' own `Display`; the programs still
+/// get the URLs as given.
+async fn a_printed_configuration_never_shows_a_password() {
+    let secrets = Secrets::new();
+    let user = secrets.user.as_str();
+    let amqp_url = format!("amqp://{user}:{}@127.0.0.1:5672/%2f", secrets.amqp_password);
+    let database_url = format!(
+        "postgres://{user}:{}@127.0.0.1:5432/pokeq",
+        secrets.pg_password
+    );
+    let management_url = format!("http://{user}:{}@127.0.0.1:15672", secrets.amqp_password);
+    let api_url = format!(
+        "http://{user}:{}@127.0.0.1:8080/api/v2",
+        secrets.pg_password
+    );
+    let flags = [
+        "--amqp-url",
+        &amqp_url,
+        "--database-url",
+        &database_url,
+        "--pokeapi-url",
+        &api_url,
+        "--metrics-addr",
+        "off",
+    ];
+    let consumer = pokeq_consumer::Cli::try_parse_from(std::iter::once("consumer").chain(flags))
+        .expect("consumer flags");
+    let consumer_config = consumer.validate().expect("consumer config");
+    let producer = pokeq_producer::Cli::try_parse_from(std::iter::once("producer").chain(flags))
+        .expect("producer flags");
+    let producer_config = producer.validate().expect("producer config");
+    let ctl = pokeq_ctl::Cli::try_parse_from(
+        ["pokeq", "status", "--management-url", &management_url]
+            .into_iter()
+            .chain(flags[..6].iter().copied()),
+    )
+    .expect("pokeq flags");
+    let ctl_config = ctl.validate().expect("pokeq config");
+
+    for (what, printed) in [
+        ("the consumer's flags", format!("{consumer:?}")),
+        ("the consumer's config", format!("{consumer_config:?}")),
+        ("the producer's flags", format!("{producer:?}")),
+        ("the producer's config", format!("{producer_config:?}")),
+        ("pokeq's flags", format!("{ctl:?}")),
+        ("pokeq's config", format!("{ctl_config:?}")),
+    ] {
+        assert!(printed.contains(user), "{what} printed whole: {printed}");
+        secrets.assert_hidden(&format!("{what} printed with {{:?}}"), &printed);
+    }
+    for common in [
+        &consumer_config.common,
+        &producer_config.common,
+        &ctl_config.common,
+    ] {
+        for (url, given) in [
+            (&common.amqp_url, &amqp_url),
+            (&common.database_url, &database_url),
+            (&common.pokeapi_url, &api_url),
+        ] {
+            let shown = url.to_string();
+            assert!(shown.contains(user), "{shown}");
+            secrets.assert_hidden("a URL's Display", &shown);
+            assert_eq!(url.expose(), given.as_str());
+        }
+    }
+}
+
+/// An API whose base URL holds a user, a password and a token in its query, on a port that
+/// refuses connections (the secrets' two passwords serve as the API's password and token):
+/// the consumer tells the failure in its log, in `last_error` and in the dead letter without
+/// any of them.
+async fn api_errors_never_show_the_credentials_or_query_of_the_api_url() {
+    let env = TestEnv::start(pokeapi_stub::StubConfig {
+        count: 1,
+        ..pokeapi_stub::StubConfig::default()
+    })
+    .await;
+    env.run_producer(&[]).await;
+    let secrets = Secrets::new();
+    let closed = pokeq_shared::testkit::ClosedPort::bind();
+    let api_url = format!(
+        "http://{}:{}@127.0.0.1:{}/api/v2?token={}",
+        secrets.user, secrets.amqp_password, closed.port, secrets.pg_password
+    );
+    let mut vars = program_env(&env, &api_url, &env.amqp_url, &env.database_url, "text");
+    vars.extend([("POKEQ_MAX_ATTEMPTS", "2"), ("POKEQ_RETRY_DELAYS", "200ms")]);
+    let consumer = Process::spawn(CONSUMER, &[], &vars);
+
+    let counts = env.wait_settled(1, SETTLE).await;
+    assert_eq!(counts.failed, 1, "consumer output:\n{}", consumer.text());
+    let deadline = Instant::now() + SETTLE;
+    let letters = loop {
+        let letters = env.drain_dead().await;
+        if !letters.is_empty() || Instant::now() > deadline {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    consumer.terminate();
+    let (_, output) = consumer.finish(Duration::from_secs(60)).await;
+
+    let last_error: String = env
+        .client()
+        .await
+        .query_one("select last_error from ingest_items", &[])
+        .await
+        .expect("the item's row")
+        .get(0);
+    let [letter] = letters.as_slice() else {
+        panic!("one dead letter: {letters:?}");
+    };
+    assert_eq!(letter.kind.as_deref(), Some("exhausted"));
+    let reason = letter.error.clone().unwrap_or_default();
+    for (what, text) in [
+        ("last_error", last_error.as_str()),
+        ("the dead letter's reason", reason.as_str()),
+        ("the consumer's log", output.as_str()),
+    ] {
+        assert!(
+            text.contains("connection failed"),
+            "{what} tells the failure: {text}"
+        );
+        secrets.assert_hidden(what, text);
+    }
+    for (what, text) in [("last_error", &last_error), ("the dead letter", &reason)] {
+        assert!(
+            !text.contains(&secrets.user),
+            "{what} names the API user: {text}"
+        );
+    }
     env.cleanup().await;
 }

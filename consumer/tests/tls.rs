@@ -129,9 +129,9 @@ async fn the_pipeline_runs_over_verified_tls_to_broker_and_database() {
     let ca = tls.ca_file.to_str().unwrap();
 
     let mut producer = env.producer_config(&["--ca-file", ca]);
-    producer.common.amqp_url = tls.amqps_url.clone();
+    producer.common.amqp_url = tls.amqps_url.clone().into();
     producer.common.database = pokeq_shared::store::parse_url(&tls.postgres_tls_url).unwrap();
-    producer.common.database_url = tls.postgres_tls_url.clone();
+    producer.common.database_url = tls.postgres_tls_url.clone().into();
     let summary = pokeq_producer::run(producer, Default::default())
         .await
         .expect("producer over TLS");

@@ -364,12 +364,16 @@ struct Held {
 
 impl Session {
     async fn open(common: &Common) -> anyhow::Result<Self> {
-        let connection =
-            broker::connect(&common.amqp_url, "pokeq-ctl", common.extra_ca.as_deref()).await?;
+        let connection = broker::connect(
+            common.amqp_url.expose(),
+            "pokeq-ctl",
+            common.extra_ca.as_deref(),
+        )
+        .await?;
         // Checked, never declared: a mistyped prefix must read as "nothing there", not create
         // an empty dead queue that lists as "no dead letters".
         let topology = Topology::without_retries(&common.prefix, common.queue_type);
-        let vhost = inspect::vhost(&common.amqp_url);
+        let vhost = inspect::vhost(common.amqp_url.expose());
         if let Err(error) =
             inspect::require(&connection, &topology.dead(), &common.prefix, &vhost).await
         {
@@ -387,8 +391,12 @@ impl Session {
     /// A session on the queues as they are, for commands that only read: nothing is declared,
     /// and `None` when the dead queue does not exist.
     async fn existing(common: &Common) -> anyhow::Result<Option<Self>> {
-        let connection =
-            broker::connect_once(&common.amqp_url, "pokeq-ctl", common.extra_ca.as_deref()).await?;
+        let connection = broker::connect_once(
+            common.amqp_url.expose(),
+            "pokeq-ctl",
+            common.extra_ca.as_deref(),
+        )
+        .await?;
         let topology = Topology::without_retries(&common.prefix, common.queue_type);
         let channel = connection.create_channel().await?;
         match probe::passive_declare(&channel, &topology.dead()).await {
@@ -768,7 +776,7 @@ async fn replay(
     // Postgres first: a replay must update items, so it does not start without them.
     let store = crate::open_store(common).await?;
     let session = Session::open(common).await?;
-    let vhost = inspect::vhost(&common.amqp_url);
+    let vhost = inspect::vhost(common.amqp_url.expose());
     let jobs = session.topology.jobs();
     if let Err(error) = inspect::require(&session.connection, &jobs, &common.prefix, &vhost).await {
         session.close().await;

@@ -166,7 +166,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 async fn open_store(common: &Common) -> Result<Store, StoreError> {
     Store::open_existing(
         &common.database,
-        &common.database_url,
+        common.database_url.expose(),
         1,
         common.extra_ca.as_deref(),
     )
@@ -184,7 +184,7 @@ pub async fn run_with(
             let common = &config.common;
             let store = Store::open(
                 &common.database,
-                &common.database_url,
+                common.database_url.expose(),
                 1,
                 common.extra_ca.as_deref(),
             )
@@ -242,6 +242,6 @@ mod tests {
             "postgres://x/y",
         ])
         .unwrap();
-        assert_eq!(deep.common.database_url, "postgres://x/y");
+        assert_eq!(deep.common.database_url.expose(), "postgres://x/y");
     }
 }

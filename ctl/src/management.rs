@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::Args;
 use pokeq_shared::config::{ConfigError, Misconfigured, mask_url};
+use pokeq_shared::secret::{SecretUrl, http_error};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use url::Url;
@@ -35,7 +36,7 @@ pub struct ManagementArgs {
         hide_env_values = true,
         hide_default_value = true
     )]
-    pub management_url: String,
+    pub management_url: SecretUrl,
 }
 
 /// Where and as whom to ask, validated; `vhost` is the one the AMQP URL names.
@@ -62,7 +63,7 @@ impl std::fmt::Debug for ManagementConfig {
 impl ManagementArgs {
     /// Checks the URL and takes the vhost from `amqp_url`'s path (`/` when it names none).
     pub fn validate(&self, amqp_url: &str) -> Result<ManagementConfig, ConfigError> {
-        let text = &self.management_url;
+        let text = self.management_url.expose();
         let mut base = Url::parse(text).map_err(|e| ConfigError::new("MANAGEMENT_URL", text, e))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(ConfigError::new(
@@ -303,7 +304,7 @@ impl Management {
             .build()
             .map_err(|e| ManagementError::Unreachable {
                 url: config.shown.clone(),
-                reason: chain(&e.without_url()),
+                reason: http_error(e),
             })?;
         Ok(Self { config, client })
     }
@@ -421,7 +422,7 @@ impl Management {
         }
         let unreachable = |e: reqwest::Error| ManagementError::Unreachable {
             url: shown.clone(),
-            reason: chain(&e.without_url()),
+            reason: http_error(e),
         };
         let response = self
             .client
@@ -487,29 +488,13 @@ fn regex_escape(text: &str) -> String {
     escaped
 }
 
-/// An error and its causes on one line: reqwest's own text ("error sending request") says
-/// nothing without the cause (connection refused, timed out, ...).
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn args(url: &str) -> ManagementArgs {
         ManagementArgs {
-            management_url: url.to_owned(),
+            management_url: url.into(),
         }
     }
 

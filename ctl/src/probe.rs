@@ -61,8 +61,12 @@ pub struct QueueProbe {
 impl QueueProbe {
     /// Connects once (no retries: an operator waiting for `status` wants the failure now).
     pub async fn open(common: &Common) -> Result<Self, ProbeError> {
-        let connection =
-            broker::connect_once(&common.amqp_url, "pokeq-ctl", common.extra_ca.as_deref()).await?;
+        let connection = broker::connect_once(
+            common.amqp_url.expose(),
+            "pokeq-ctl",
+            common.extra_ca.as_deref(),
+        )
+        .await?;
         let channel = connection
             .create_channel()
             .await

@@ -105,7 +105,7 @@ impl StatusArgs {
             wait: self.wait.then_some(crate::wait::WaitConfig {
                 timeout: self.timeout,
             }),
-            management: self.management.validate(&common.amqp_url)?,
+            management: self.management.validate(common.amqp_url.expose())?,
         })
     }
 }

@@ -77,7 +77,7 @@ impl TopologyArgs {
                 .action
                 .as_ref()
                 .map(|TopologyAction::Prune(args)| args.clone()),
-            management: self.management.validate(&common.amqp_url)?,
+            management: self.management.validate(common.amqp_url.expose())?,
         })
     }
 }
@@ -175,8 +175,12 @@ pub async fn run(
     console: &mut Console<'_>,
 ) -> anyhow::Result<()> {
     let management = Management::new(config.management.clone())?;
-    let connection =
-        broker::connect(&common.amqp_url, "pokeq-ctl", common.extra_ca.as_deref()).await?;
+    let connection = broker::connect(
+        common.amqp_url.expose(),
+        "pokeq-ctl",
+        common.extra_ca.as_deref(),
+    )
+    .await?;
     let result = match &config.prune {
         None => show(common, config, &management, &connection, console).await,
         Some(args) => prune(common, args, &management, &connection, console).await,

@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pokeq_shared::config::{Common, ConfigError};
+use pokeq_shared::secret::http_error;
 use pokeq_shared::worker;
 use serde::Serialize;
 
@@ -59,7 +60,7 @@ impl WorkersArgs {
     pub fn validate(&self, common: &Common) -> Result<WorkersConfig, ConfigError> {
         Ok(WorkersConfig {
             json: self.json,
-            management: self.management.validate(&common.amqp_url)?,
+            management: self.management.validate(common.amqp_url.expose())?,
         })
     }
 }
@@ -312,18 +313,11 @@ async fn read_metrics(workers: &mut [Worker]) {
 
 /// The unlabelled samples of a Prometheus text page, by metric name.
 async fn scrape(client: &reqwest::Client, url: &str) -> Result<BTreeMap<String, f64>, String> {
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| crate::management::chain(&e.without_url()))?;
+    let response = client.get(url).send().await.map_err(http_error)?;
     if !response.status().is_success() {
         return Err(format!("answered {}", response.status()));
     }
-    let text = response
-        .text()
-        .await
-        .map_err(|e| crate::management::chain(&e.without_url()))?;
+    let text = response.text().await.map_err(http_error)?;
     Ok(parse_samples(&text))
 }
 

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use backon::Retryable;
 use clap::Parser;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use lapin::PublisherConfirm;
@@ -31,6 +31,7 @@ use pokeq_shared::job::{Job, RESOURCE};
 use pokeq_shared::metrics;
 use pokeq_shared::pokeapi::{ClientOptions, FetchError, ListEntry, ListPage, PokeApi};
 use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
+use pokeq_shared::retry;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::{RunProgress, Store};
 use pokeq_shared::topology::Topology;
@@ -162,11 +163,6 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Tries of one list request before the run fails.
-const MAX_TRIES: usize = 8;
-/// Tries of one page's publishes before the run fails: with the backoff capped at 10 s, about
-/// two minutes, enough for a broker restart.
-const PUBLISH_TRIES: usize = 16;
 /// Longest wait to record the end of a run in `producer_runs`.
 const FINISH_WAIT: Duration = Duration::from_secs(10);
 /// Longest wait for the broker to confirm one publish.
@@ -196,7 +192,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     metrics::preregister(metrics::Binary::Producer);
     let opening = Store::open_patiently(
         &config.common.database,
-        &config.common.database_url,
+        config.common.database_url.expose(),
         config.concurrency.min(4) + 1,
         config.common.extra_ca.as_deref(),
         config.patience,
@@ -207,7 +203,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     health.set_database(true);
     let gate = Gate::new(&config.politeness, Some(store.clone()));
-    let api = PokeApi::new(&config.common.pokeapi_url, &config.http, gate)
+    let api = PokeApi::new(config.common.pokeapi_url.expose(), &config.http, gate)
         .context("cannot build the HTTP client")?;
     // Only what publishing needs: the wait queues are the consumers' to declare, with their
     // own delays.
@@ -215,7 +211,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // The first connection waits for a broker that is still starting; later ones (after a
     // loss) are made by the link as publishing needs them.
     let connecting = broker::connect(
-        &config.common.amqp_url,
+        config.common.amqp_url.expose(),
         "pokeq-producer",
         config.common.extra_ca.as_deref(),
     );
@@ -224,7 +220,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         connection = connecting => connection?,
     };
     let link = broker::Link::new(
-        &config.common.amqp_url,
+        config.common.amqp_url.expose(),
         "pokeq-producer",
         topology.clone(),
         config.common.extra_ca.as_deref(),
@@ -396,15 +392,11 @@ pub fn plan(total: u64, page_size: u64) -> Vec<(u64, u64)> {
 }
 
 impl Producer {
-    /// One list page, retried with backoff while the failure is transient, until shutdown.
+    /// One list page, retried while the failure is transient ([`retry::LIST_PAGE`]), until
+    /// shutdown.
     async fn fetch_page(&self, offset: u64, limit: u64) -> anyhow::Result<ListPage> {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(250))
-            .with_max_delay(Duration::from_secs(30))
-            .with_max_times(MAX_TRIES - 1)
-            .with_jitter();
         let fetching = (|| self.api.list(offset, limit))
-            .retry(backoff)
+            .retry(retry::LIST_PAGE)
             .when(FetchError::is_transient)
             .adjust(|error, delay| match error {
                 FetchError::Transient {
@@ -460,12 +452,8 @@ impl Producer {
             .map(|(id, name)| Job::new(id, name))
             .collect();
 
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(10))
-            .with_max_times(PUBLISH_TRIES - 1);
         let mut unconfirmed = jobs;
-        let mut delays = backoff.build();
+        let mut delays = retry::PAGE_PUBLISH.waits();
         loop {
             if shutdown.is_cancelled() {
                 anyhow::bail!("interrupted with {} jobs unpublished", unconfirmed.len());
@@ -491,8 +479,9 @@ impl Producer {
                     unconfirmed.retain(|job| !confirmed.contains(&job.id));
                     let Some(wait) = delays.next() else {
                         return Err(error).context(format!(
-                            "{} jobs still unconfirmed after {PUBLISH_TRIES} tries",
-                            unconfirmed.len()
+                            "{} jobs still unconfirmed after {} tries",
+                            unconfirmed.len(),
+                            retry::PAGE_PUBLISH_TRIES
                         ));
                     };
                     tracing::warn!(

@@ -10,8 +10,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use pokeq_shared::metrics::{self, Health};
+use pokeq_shared::retry;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::{ErrorClass, StoreError};
 use tokio::time::Instant;
@@ -60,20 +60,15 @@ pub struct Patience {
 
 impl Patience {
     /// Runs `operation` until it succeeds. While the database is unavailable (or fails pokeq's
-    /// statements in a way only an operator can fix) it waits with capped backoff, up to
-    /// `limit` from the first failure; a refusal of the data ends it at once, and so does
+    /// statements in a way only an operator can fix) it waits ([`retry::PRODUCER_DATABASE`]),
+    /// up to `limit` from the first failure; a refusal of the data ends it at once, and so does
     /// shutdown, except that an attempt under way gets [`LAST_ANSWER`] to finish.
     pub async fn run<T, F, Fut>(&self, what: &'static str, operation: F) -> Result<T, GaveUp>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(5))
-            .without_max_times()
-            .with_jitter()
-            .build();
+        let mut backoff = retry::PRODUCER_DATABASE.waits();
         let mut failing_since: Option<Instant> = None;
         loop {
             let result = tokio::select! {
@@ -97,7 +92,7 @@ impl Patience {
                 return Err(GaveUp::Interrupted);
             }
             let since = *failing_since.get_or_insert_with(Instant::now);
-            let wait = backoff.next().unwrap_or(Duration::from_secs(5));
+            let wait = backoff.next().unwrap_or(retry::PRODUCER_DATABASE.longest);
             if since.elapsed() + wait > self.limit {
                 return Err(GaveUp::Exhausted {
                     patience: self.limit,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
@@ -174,21 +174,16 @@ pub async fn close(connection: &Connection) {
     }
 }
 
-/// Connects, retrying with capped exponential backoff for about a minute: a broker that is still
-/// starting (compose, Kubernetes) is a normal condition, not a failure. A refused login or vhost
-/// is returned at once.
+/// Connects, retrying for about a minute ([`crate::retry::BROKER_CONNECT`]): a broker that is
+/// still starting (compose, Kubernetes) is a normal condition, not a failure. A refused login or
+/// vhost is returned at once.
 pub async fn connect(
     url: &str,
     name: &str,
     extra_ca: Option<&str>,
 ) -> Result<Connection, BrokerError> {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_max_times(15)
-        .with_jitter();
     (|| connect_once(url, name, extra_ca))
-        .retry(backoff)
+        .retry(crate::retry::BROKER_CONNECT)
         .when(|error| !error.is_misconfigured())
         .notify(|error, wait| tracing::warn!(%error, ?wait, "RabbitMQ not reachable yet"))
         .await

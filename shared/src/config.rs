@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::secret::SecretUrl;
+
 /// A setting that failed validation. Its `Display` names the setting and shows the value with any
 /// password masked, because this text ends up in terminals and logs.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +92,7 @@ pub const ENVIRONMENT_HELP: &str = "Also read from the environment: RUST_LOG (lo
 threads; the consumer runs one unless set).";
 
 /// Connection settings and names every binary takes. Values holding credentials hide their
-/// environment value from `--help`.
+/// environment value from `--help` and are [`SecretUrl`]s, whose `Debug` masks the password.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// RabbitMQ URL (amqp:// or amqps://).
@@ -102,7 +104,7 @@ pub struct CommonArgs {
         hide_env_values = true,
         hide_default_value = true
     )]
-    pub amqp_url: String,
+    pub amqp_url: SecretUrl,
 
     /// Postgres URL; the producer, the consumer and `pokeq migrate` create the database if
     /// missing (other `pokeq` commands only read it).
@@ -114,7 +116,7 @@ pub struct CommonArgs {
         hide_env_values = true,
         hide_default_value = true
     )]
-    pub database_url: String,
+    pub database_url: SecretUrl,
 
     /// PokeAPI base URL (the stub serves the same paths).
     #[arg(
@@ -123,7 +125,7 @@ pub struct CommonArgs {
         env = "POKEAPI_URL",
         default_value = "https://pokeapi.co/api/v2"
     )]
-    pub pokeapi_url: String,
+    pub pokeapi_url: SecretUrl,
 
     /// Every exchange and queue name starts with `<prefix>.`.
     #[arg(long, global = true, env = "POKEQ_PREFIX", default_value = "pokeq")]
@@ -144,13 +146,16 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 }
 
-/// [`CommonArgs`] once validated: URLs known to parse, the prefix known to be a safe name.
+/// [`CommonArgs`] once validated: URLs known to parse, the prefix known to be a safe name. Its
+/// `Debug` shows no password: the URLs are [`SecretUrl`]s, and `tokio_postgres::Config` redacts
+/// its own.
 #[derive(Debug, Clone)]
 pub struct Common {
-    pub amqp_url: String,
+    pub amqp_url: SecretUrl,
     pub database: tokio_postgres::Config,
-    pub database_url: String,
-    pub pokeapi_url: String,
+    pub database_url: SecretUrl,
+    /// An API behind a proxy or a gateway may take credentials in its URL too.
+    pub pokeapi_url: SecretUrl,
     pub prefix: String,
     pub queue_type: QueueType,
     pub log_format: LogFormat,
@@ -160,34 +165,37 @@ pub struct Common {
 
 impl CommonArgs {
     pub fn validate(&self) -> Result<Common, ConfigError> {
-        let amqp = url::Url::parse(&self.amqp_url)
-            .map_err(|e| ConfigError::new("AMQP_URL", &self.amqp_url, e))?;
+        let amqp_url = self.amqp_url.expose();
+        let amqp =
+            url::Url::parse(amqp_url).map_err(|e| ConfigError::new("AMQP_URL", amqp_url, e))?;
         if !matches!(amqp.scheme(), "amqp" | "amqps") {
             return Err(ConfigError::new(
                 "AMQP_URL",
-                &self.amqp_url,
+                amqp_url,
                 "scheme must be amqp or amqps",
             ));
         }
-        lapin::uri::AMQPUri::from_str(&self.amqp_url)
-            .map_err(|e| ConfigError::new("AMQP_URL", &self.amqp_url, e))?;
+        lapin::uri::AMQPUri::from_str(amqp_url)
+            .map_err(|e| ConfigError::new("AMQP_URL", amqp_url, e))?;
 
-        let database = crate::tls::postgres_config(&self.database_url)
-            .map_err(|e| ConfigError::new("DATABASE_URL", &self.database_url, e))?;
+        let database_url = self.database_url.expose();
+        let database = crate::tls::postgres_config(database_url)
+            .map_err(|e| ConfigError::new("DATABASE_URL", database_url, e))?;
         if database.get_dbname().is_none() {
             return Err(ConfigError::new(
                 "DATABASE_URL",
-                &self.database_url,
+                database_url,
                 "no database name",
             ));
         }
 
-        let api = url::Url::parse(&self.pokeapi_url)
-            .map_err(|e| ConfigError::new("POKEAPI_URL", &self.pokeapi_url, e))?;
+        let pokeapi_url = self.pokeapi_url.expose();
+        let api = url::Url::parse(pokeapi_url)
+            .map_err(|e| ConfigError::new("POKEAPI_URL", pokeapi_url, e))?;
         if !matches!(api.scheme(), "http" | "https") {
             return Err(ConfigError::new(
                 "POKEAPI_URL",
-                &self.pokeapi_url,
+                pokeapi_url,
                 "scheme must be http or https",
             ));
         }
@@ -218,7 +226,7 @@ impl CommonArgs {
             amqp_url: self.amqp_url.clone(),
             database,
             database_url: self.database_url.clone(),
-            pokeapi_url: self.pokeapi_url.trim_end_matches('/').to_owned(),
+            pokeapi_url: SecretUrl::new(pokeapi_url.trim_end_matches('/')),
             prefix: self.prefix.clone(),
             queue_type: self.queue_type,
             log_format: self.log_format,
@@ -226,18 +234,36 @@ impl CommonArgs {
     }
 }
 
-/// Replaces the password of a URL with `****`, so a value can be shown in errors and logs.
-/// Text that does not parse as a URL is masked between `://user:` and `@` all the same, and a
-/// Postgres key=value string (`host=... password=...`) has its `password` value masked.
+/// Replaces the password of a URL with `****`, so a value can be shown in errors and logs; a
+/// `password` in the query (a Postgres URL may carry it there) too. Text that does not parse as
+/// a URL is masked between `://user:` and `@` all the same, and a Postgres key=value string
+/// (`host=... password=...`) has its `password` value masked.
 pub fn mask_url(value: &str) -> String {
     if !value.contains("://") && value.contains("password") {
         return mask_key_value_password(value);
     }
     if let Ok(mut url) = url::Url::parse(value) {
-        if url.password().is_some() && url.set_password(Some("****")).is_ok() {
-            return url.to_string();
+        let mut masked = url.password().is_some() && url.set_password(Some("****")).is_ok();
+        if url.query_pairs().any(|(key, _)| key == "password") {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(key, value)| {
+                    let value = if key == "password" {
+                        "****".into()
+                    } else {
+                        value
+                    };
+                    (key.into_owned(), value.into_owned())
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+            masked = true;
         }
-        return value.to_owned();
+        return if masked {
+            url.to_string()
+        } else {
+            value.to_owned()
+        };
     }
     match (value.find("://"), value.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
@@ -381,6 +407,10 @@ mod tests {
             "postgres://postgres:****@db/pokeq"
         );
         assert_eq!(mask_url("http://host/api"), "http://host/api");
+        assert_eq!(
+            mask_url("postgres://app@db/pokeq?password=hunter2&sslmode=require"),
+            "postgres://app@db/pokeq?password=****&sslmode=require"
+        );
         assert_eq!(mask_url("bad://u:p@@x y"), "bad://u:****@x y");
         assert_eq!(
             mask_url("host=db user=app password=hunter2 dbname=pokeq"),

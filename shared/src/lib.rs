@@ -1,7 +1,8 @@
 //! pokeq's shared library: everything the producer, the consumer and the operator CLI need.
 //!
 //! Data flows one way, and the modules follow it:
-//! - [`config`] parses and validates the settings every binary shares, masking secrets.
+//! - [`config`] parses and validates the settings every binary shares, masking secrets;
+//!   [`secret`] holds URLs with passwords so that only their masked form is ever shown.
 //! - [`pokeapi`] is the HTTP client for the list and detail endpoints, with timeouts, a body cap
 //!   and a classification of failures into transient and permanent; [`rate`] paces it (shared
 //!   rate, adaptive concurrency, `Retry-After`) and [`circuit`] holds it through API outages.
@@ -13,6 +14,7 @@
 //!   few fields it reads out of the document without parsing the rest.
 //! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows;
 //!   [`pgerror`] tells an outage from data the database refuses.
+//! - [`retry`] holds every retry policy (backoff and bound) and the reasons for each.
 //! - [`telemetry`] sets up tracing; [`shutdown`] turns signals into a cancellation token;
 //!   [`exit`] maps a binary's outcome to the contract's exit codes.
 
@@ -25,7 +27,9 @@ pub mod metrics;
 pub mod pgerror;
 pub mod pokeapi;
 pub mod rate;
+pub mod retry;
 pub mod scan;
+pub mod secret;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

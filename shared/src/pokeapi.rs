@@ -473,7 +473,9 @@ fn too_large(max: usize) -> FetchError {
 }
 
 /// Every error reqwest raises after the request left is about the transport (timeout, refused
-/// or dropped connection, body cut short): all may cure themselves.
+/// or dropped connection, body cut short): all may cure themselves. The reason is stored
+/// (`last_error`, dead-letter headers) and logged, so it leaves out the request's URL, whose
+/// base (`POKEAPI_URL`) may carry credentials or a token ([`crate::secret::http_error`]).
 fn request_error(error: reqwest::Error) -> FetchError {
     let what = if error.is_timeout() {
         "timed out"
@@ -484,13 +486,7 @@ fn request_error(error: reqwest::Error) -> FetchError {
     } else {
         "request failed"
     };
-    let mut reason = format!("{what}: {error}");
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        reason.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    FetchError::transient(reason)
+    FetchError::transient(format!("{what}: {}", crate::secret::http_error(error)))
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare for APIs and is ignored).
@@ -526,6 +522,33 @@ mod tests {
         );
         assert_eq!(id_from_url("https://pokeapi.co/api/v2/pokemon/-1/"), None);
         assert_eq!(id_from_url(""), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_is_told_without_the_credentials_or_query_of_the_api_url() {
+        // Bound but not listening: connections are refused, and no one else takes the port.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let port = closed.local_addr().unwrap().port();
+        let base = format!("http://apiuser:ApiS3cret@127.0.0.1:{port}/api/v2?token=QueryS3cret");
+        let gate = Gate::new(
+            &crate::rate::Politeness {
+                rate: None,
+                concurrency: 1,
+            },
+            None,
+        );
+        let api = PokeApi::new(&base, &ClientOptions::default(), gate).unwrap();
+        for error in [
+            api.list(0, 20).await.unwrap_err(),
+            api.pokemon(25, None).await.unwrap_err(),
+        ] {
+            let text = error.to_string();
+            assert!(error.is_transient(), "{text}");
+            assert!(text.starts_with("connection failed: "), "{text}");
+            assert!(!text.contains("S3cret"), "{text}");
+            assert!(!text.contains("apiuser"), "{text}");
+        }
     }
 
     #[test]

@@ -475,7 +475,9 @@ impl Store {
         patience: Duration,
     ) -> Result<Self, StoreError> {
         let deadline = std::time::Instant::now() + patience;
-        let mut wait = Duration::from_millis(200);
+        let policy = crate::retry::DATABASE_OPEN;
+        let mut waits = policy.waits();
+        let mut wait = waits.next().unwrap_or(policy.longest);
         loop {
             match Self::open(config, url, pool_size, extra_ca).await {
                 Err(StoreError::Connect { url, source })
@@ -484,7 +486,7 @@ impl Store {
                     let error = StoreError::Connect { url, source };
                     tracing::warn!(%error, ?wait, "Postgres not reachable yet");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    wait = waits.next().unwrap_or(policy.longest);
                 }
                 result => return result,
             }
