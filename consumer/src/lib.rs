@@ -85,7 +85,8 @@ pub struct Cli {
 
     /// Times a detail request that failed as a flaky backend fails (a 5xx without
     /// `Retry-After`, a timeout, a dropped connection) is sent again within the same attempt,
-    /// 25–150 ms later, before the job goes to a retry queue. 0: every such failure goes there.
+    /// 25–50 ms, then 50–100 ms later, before the job goes to a retry queue. 0: every such
+    /// failure goes there.
     #[arg(long, env = "POKEQ_API_RETRIES", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(0..=5))]
     pub api_retries: u32,

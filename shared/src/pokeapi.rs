@@ -90,7 +90,8 @@ pub struct ClientOptions {
     pub pool_per_host: usize,
     /// Times a request that failed the way a flaky backend fails (a 5xx without `Retry-After`,
     /// a timeout, a dropped connection) is sent again at once, after a pause of tens of
-    /// milliseconds (see [`quick_retries`]), before its failure is returned. 0: never.
+    /// milliseconds (see [`crate::retry::flaky_answer`]), before its failure is returned. 0:
+    /// never.
     pub quick_retries: u32,
 }
 
@@ -198,7 +199,7 @@ impl PokeApi {
     /// milliseconds later; handing it to the caller instead costs a job a trip through a retry
     /// queue and seconds of delay. While the circuit is open the request is held, not retried.
     async fn get(&self, url: &str, known: Option<&Validators>) -> Result<Fetched, FetchError> {
-        let mut pauses = quick_retries(self.quick_retries);
+        let mut pauses = crate::retry::flaky_answer(self.quick_retries).waits();
         loop {
             let (signal, result) = self.through_circuit(url, known).await;
             match result {
@@ -433,21 +434,6 @@ fn signal(result: &Result<(StatusCode, Fetched), (Option<StatusCode>, FetchError
             }
         }
     }
-}
-
-/// The pauses before asking again for a document that failed the way a flaky backend fails:
-/// 25–50 ms, then 75–150 ms, ... (jittered, so that the ids a backend failed together are not
-/// asked again together), `times` of them. Bounded by the count: two quick retries add at most
-/// 200 ms to a job, and a backend that keeps failing gets the job's normal retry path.
-pub fn quick_retries(times: u32) -> impl Iterator<Item = Duration> {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(25))
-        .with_factor(3.0)
-        .with_max_delay(Duration::from_secs(1))
-        .with_max_times(times as usize)
-        .with_jitter()
-        .build()
 }
 
 /// One request counted in `pokeq_api_requests_in_flight` until dropped, so a request whose

@@ -181,11 +181,27 @@ pub const PAGE_PUBLISH: Policy = Policy {
     bound: Bound::Tries(PAGE_PUBLISH_TRIES),
 };
 
+/// A detail request that failed the way a flaky backend fails (a 5xx without `Retry-After`, a
+/// timeout, a dropped connection), asked again within the job's attempt: `retries` more tries
+/// (the consumer's `--api-retries`), the waits from 25 ms doubling, with jitter: 25–50 ms, then
+/// 50–100 ms, so two of them add at most 150 ms to a job. Such a failure is usually gone that
+/// soon, and the alternative, a trip through a retry queue, costs the job seconds. What still
+/// fails goes to the retry queues; jitter keeps the ids a backend failed together from being
+/// asked again together.
+pub const fn flaky_answer(retries: u32) -> Policy {
+    Policy {
+        first: millis(25),
+        longest: millis(400),
+        jitter: true,
+        bound: Bound::Tries(retries as usize + 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALL: [(&str, Policy); 8] = [
+    const ALL: [(&str, Policy); 9] = [
         ("BROKER_CONNECT", BROKER_CONNECT),
         ("BROKER_RECONNECT", BROKER_RECONNECT),
         ("SETTLE", SETTLE),
@@ -194,6 +210,7 @@ mod tests {
         ("DATABASE_OPEN", DATABASE_OPEN),
         ("LIST_PAGE", LIST_PAGE),
         ("PAGE_PUBLISH", PAGE_PUBLISH),
+        ("flaky_answer(2)", flaky_answer(2)),
     ];
 
     /// The waits of `policy`, at most `limit` of them.
