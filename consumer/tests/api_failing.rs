@@ -139,7 +139,12 @@ async fn without_quick_retries_flaky_ids_go_through_the_retry_queues() {
     let attempts = flaky_run(&["--api-retries", "0"]).await;
     assert!(!attempts.is_empty());
     for (id, attempts) in attempts {
-        assert_eq!(attempts, 3, "id {id}: two retries, then done");
+        // Two retries, then done; or one, when a run of 503s opened the circuit (on a busy
+        // machine) and the second 503 was held and asked again without costing an attempt.
+        assert!(
+            (2..=3).contains(&attempts),
+            "id {id}: through the retry queue, {attempts} attempts"
+        );
     }
 }
 
