@@ -74,7 +74,6 @@ async fn an_api_failing_everything_is_asked_about_once_a_second() {
     assert!(env.drain_dead().await.is_empty());
 
     consumer.stop().await.expect("clean stop");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -106,7 +105,6 @@ async fn ids_a_flaky_backend_fails_twice_are_retried_without_stopping_the_rest()
     assert!(env.drain_dead().await.is_empty());
 
     consumer.stop().await.expect("clean stop");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -154,5 +152,4 @@ async fn a_retry_after_one_process_hears_pauses_every_process_on_the_database() 
         "the other process paused too: {:?}",
         started.elapsed()
     );
-    env.cleanup().await;
 }

@@ -149,5 +149,4 @@ async fn api_outage_mid_run_fails_nothing_and_work_resumes_when_it_returns() {
     );
 
     consumer.stop().await.expect("clean stop");
-    env.cleanup().await;
 }

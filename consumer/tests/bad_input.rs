@@ -426,7 +426,6 @@ async fn hostile_messages_are_dead_lettered_with_their_reason_and_good_jobs_all_
     drop(client);
 
     consumer.stop().await.expect("the consumer stops cleanly");
-    env.cleanup().await;
 }
 
 /// Writes a minimal PokeAPI document to `<dir>/pokemon/<file>.json`.
@@ -545,7 +544,6 @@ async fn payloads_with_a_wrong_id_or_a_negative_size_end_malformed_and_are_never
         ]
     );
     drop(client);
-    env.cleanup().await;
 }
 
 /// Publishes jobs 1..=n, job `i` with the header `headers[i - 1]`, runs a consumer, and checks
@@ -575,7 +573,6 @@ async fn run_jobs_with_headers(headers: Vec<(&str, AMQPValue)>) {
     assert!(settled, "jobs not settled: {:?}", env.counts().await);
     assert_eq!(env.counts().await.done, n as i64, "every job ran");
     consumer.stop().await.expect("the consumer stops cleanly");
-    env.cleanup().await;
 }
 
 /// Retry headers are as untrusted as the body: a publisher can set any integer. An absurd

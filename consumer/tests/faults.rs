@@ -94,7 +94,6 @@ async fn consumer_reconnects_after_losing_the_broker_and_is_unready_meanwhile() 
     );
     consumer.stop().await.unwrap();
     env.assert_each_row_written_once(300).await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -151,7 +150,6 @@ async fn consumer_waits_out_a_database_outage_without_failing_or_counting_attemp
     );
     consumer.stop().await.unwrap();
     env.assert_each_row_written_once(300).await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -186,5 +184,4 @@ async fn producer_resends_unconfirmed_jobs_after_losing_the_broker() {
     let counts = env.wait_settled(400, SETTLE).await;
     assert_eq!((counts.done, counts.failed), (400, 0));
     consumer.stop().await.unwrap();
-    env.cleanup().await;
 }

@@ -152,7 +152,6 @@ async fn pipeline_stores_every_item_exactly_as_the_api_serves_it() {
     );
     assert!(env.drain_dead().await.is_empty(), "no dead letters");
     assert_detail_requests_accounted_for(&env).await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -178,7 +177,6 @@ async fn rerun_publishes_nothing_and_fetches_no_detail_when_all_done() {
     );
     assert_eq!(env.ready(&env.topology().jobs()).await, 0);
     consumer.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -198,7 +196,6 @@ async fn limit_takes_the_first_items_of_the_list_and_ids_come_from_urls() {
         .unwrap()
         .get(0);
     assert_eq!(max, 10005, "ids past 1025 are the alternate forms' 10001..");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -255,7 +252,6 @@ async fn transient_failures_wait_in_retry_queues_then_succeed() {
                 .await;
         }
     }
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -325,7 +321,6 @@ async fn permanent_failures_are_dead_lettered_at_once_with_their_reason() {
         .unwrap()
         .get(0);
     assert_eq!(stored, 0, "nothing stored for a bad payload");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -358,7 +353,6 @@ async fn a_job_that_keeps_failing_is_dead_lettered_as_exhausted_after_max_attemp
     assert_eq!(row.get::<_, String>(0), "failed");
     assert_eq!(row.get::<_, i32>(1), 3);
     assert!(row.get::<_, String>(2).contains("500"));
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -412,7 +406,6 @@ async fn undecodable_messages_are_dead_lettered_and_the_consumer_keeps_going() {
             "a reason says {expected}: {reasons:?}"
         );
     }
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -439,7 +432,6 @@ async fn two_consumers_with_every_job_published_twice_write_each_row_once() {
 
     env.assert_each_row_written_once(150).await;
     assert_rows_match_stub(&env).await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -486,7 +478,6 @@ async fn a_producer_killed_mid_run_is_completed_by_a_rerun() {
     assert_eq!((counts.done, counts.failed), (400, 0));
     consumer.stop().await.unwrap();
     assert_rows_match_stub(&env).await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -521,7 +512,6 @@ async fn sigterm_finishes_in_flight_jobs_and_loses_nothing() {
     let counts = env.wait_settled(40, SETTLE).await;
     assert_eq!(counts.done, 40);
     consumer.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -538,12 +528,12 @@ async fn real_samples_flow_through_the_pipeline() {
     assert_eq!((counts.done, counts.failed), (30, 0));
     consumer.stop().await.unwrap();
     assert_rows_match_stub(&env).await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
 async fn ten_binaries_starting_together_migrate_once() {
     let env = TestEnv::start(stub(1)).await;
+    // Dropped with the test's database, whose name it begins with.
     let fresh = format!("{}_fresh", env.db_name);
     let url = env.database_url.replace(&env.db_name, &fresh);
     let config = pokeq_shared::store::parse_url(&url).unwrap();
@@ -566,14 +556,6 @@ async fn ten_binaries_starting_together_migrate_once() {
         applied,
         i64::from(pokeq_shared::store::latest_schema_version())
     );
-    drop(client);
-    drop(stores);
-    env.client()
-        .await
-        .batch_execute(&format!("drop database if exists \"{fresh}\" with (force)"))
-        .await
-        .unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -593,7 +575,6 @@ async fn replicas_share_one_request_rate_through_the_database() {
         elapsed >= Duration::from_millis(2700),
         "120 requests at a shared 40/s took only {elapsed:?}"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -638,5 +619,4 @@ async fn refresh_asks_with_validators_and_rewrites_nothing_unchanged() {
         assert_eq!(env.stub.detail_requests(*id), 2);
     }
     drop(client);
-    env.cleanup().await;
 }

@@ -297,7 +297,6 @@ async fn full_run(format: &str) -> (Secrets, String) {
         consumer.contains("consuming") && consumer.contains(&env.topology().jobs()),
         "the consumer's log was captured:\n{consumer}"
     );
-    env.cleanup().await;
     (secrets, format!("{producer}\n{consumer}"))
 }
 
@@ -459,7 +458,6 @@ async fn help_and_bad_settings_never_print_a_password() {
             secrets.assert_hidden(&format!("{program} with {what}"), &output);
         }
     }
-    env.cleanup().await;
 }
 
 async fn connection_errors_never_print_a_password() {
@@ -553,5 +551,4 @@ async fn connection_errors_never_print_a_password() {
         }
     }
     eprintln!("connection errors checked in {:?}", started.elapsed());
-    env.cleanup().await;
 }

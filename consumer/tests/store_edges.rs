@@ -99,7 +99,6 @@ async fn a_document_postgres_cannot_store_fails_alone_and_the_consumer_stays_rea
         "a document the database cannot store is no outage"
     );
     consumer.stop().await.expect("consumer stops cleanly");
-    env.cleanup().await;
 }
 
 fn row(id: i32, species: &str) -> SaveRow {
@@ -179,7 +178,6 @@ async fn a_group_commit_holding_a_refused_row_commits_the_others_one_by_one() {
         .collect();
     assert_eq!(done, [1, 3, 4]);
     drop(committer);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -211,7 +209,6 @@ async fn producer_skips_a_list_entry_postgres_refuses_and_publishes_the_rest() {
         again.to_string(),
         "listed=30 published=0 skipped=30 pages=3"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -251,7 +248,6 @@ async fn producer_waits_out_a_postgres_outage_mid_run_and_counts_everything_once
         "no job published twice"
     );
     assert_eq!(runs(&env).await, [("done".into(), 400, 400, 0, 40)]);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -293,7 +289,6 @@ async fn sigterm_stops_a_producer_retrying_publishes_within_seconds_and_a_rerun_
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].0, "failed");
     assert_eq!(runs[1].0, "done");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -332,5 +327,4 @@ async fn sigterm_stops_a_producer_waiting_for_postgres_within_seconds() {
     assert_eq!(summary.listed, 400);
     assert_eq!(summary.published, 400 - before.queued as u64);
     assert_eq!(env.counts().await.queued, 400);
-    env.cleanup().await;
 }
