@@ -58,6 +58,7 @@ async fn an_api_failing_everything_is_asked_about_once_a_second() {
         "the circuit opens"
     );
     let start = env.stub.total_detail_requests();
+    // The window the probe rate is measured over: what is tested, not a synchronisation.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let probes = env.stub.total_detail_requests() - start;
     assert!(
@@ -95,11 +96,14 @@ async fn ids_a_flaky_backend_fails_twice_are_retried_without_stopping_the_rest()
 
     let counts = env.wait_settled(ids.len() as i64, SETTLE).await;
     assert_eq!((counts.done, counts.failed), (ids.len() as i64, 0));
+    // At least two 503s and the success; not exactly: when the last requests in flight are all
+    // for flaky ids, their failures in a row can open the circuit, whose probe asks for a
+    // document the API served before, which may be one of these.
     for &id in &flaky {
-        assert_eq!(
-            env.stub.detail_requests(id),
-            3,
-            "id {id}: two 503s, then done"
+        let requests = env.stub.detail_requests(id);
+        assert!(
+            requests >= 3,
+            "id {id}: two 503s, then done; got {requests}"
         );
     }
     assert!(env.drain_dead().await.is_empty());

@@ -224,7 +224,8 @@ async fn producer_waits_out_a_postgres_outage_mid_run_and_counts_everything_once
     assert!(wait_until(SETTLE, || async { env.counts().await.queued >= 100 }).await);
 
     proxy.cut();
-    // The outage: a few seconds in which every store call of the producer fails.
+    // The outage: a few seconds in which every store call of the producer fails. Its length is
+    // what is tested (the producer outwaits it), so this sleep is no synchronisation.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!producer.is_finished(), "the producer waits for Postgres");
     let during = env.counts().await;
@@ -261,8 +262,11 @@ async fn sigterm_stops_a_producer_retrying_publishes_within_seconds_and_a_rerun_
     assert!(wait_until(SETTLE, || async { env.counts().await.queued >= 50 }).await);
 
     proxy.cut();
-    // Long enough for the producer to find the broker gone and be retrying its publishes.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The producer found the broker gone and is retrying its publishes.
+    assert!(
+        wait_until(SETTLE, || async { proxy.refused() >= 2 }).await,
+        "the producer tries the broker again"
+    );
     assert!(!producer.is_finished(), "the producer retries");
     let cancelled = Instant::now();
     shutdown.cancel();
@@ -305,8 +309,11 @@ async fn sigterm_stops_a_producer_waiting_for_postgres_within_seconds() {
     assert!(wait_until(SETTLE, || async { env.counts().await.queued >= 50 }).await);
 
     proxy.cut();
-    // Long enough for the producer's store calls to fail and wait.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The producer's store calls failed and it is waiting, trying Postgres again.
+    assert!(
+        wait_until(SETTLE, || async { proxy.refused() >= 2 }).await,
+        "the producer tries Postgres again"
+    );
     assert!(!producer.is_finished(), "the producer waits for Postgres");
     let cancelled = Instant::now();
     shutdown.cancel();
