@@ -59,6 +59,7 @@ async fn an_api_failing_everything_is_asked_about_once_a_second() {
         "the circuit opens"
     );
     let start = env.stub.total_detail_requests();
+    // The window the probe rate is measured over: what is tested, not a synchronisation.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let probes = env.stub.total_detail_requests() - start;
     assert!(
@@ -75,7 +76,6 @@ async fn an_api_failing_everything_is_asked_about_once_a_second() {
     assert!(env.drain_dead().await.is_empty());
 
     consumer.stop().await.expect("clean stop");
-    env.cleanup().await;
 }
 
 /// Runs 400 ids, every seventh (about 15%) answering 503 twice before it succeeds, and returns
@@ -99,11 +99,14 @@ async fn flaky_run(extra: &[&str]) -> Vec<(i32, i32)> {
 
     let counts = env.wait_settled(ids.len() as i64, SETTLE).await;
     assert_eq!((counts.done, counts.failed), (ids.len() as i64, 0));
+    // At least two 503s and the success; not exactly: when the last requests in flight are all
+    // for flaky ids, their failures in a row can open the circuit, whose probe asks for a
+    // document the API served before, which may be one of these.
     for &id in &flaky {
-        assert_eq!(
-            env.stub.detail_requests(id),
-            3,
-            "id {id}: two 503s, then done"
+        let requests = env.stub.detail_requests(id);
+        assert!(
+            requests >= 3,
+            "id {id}: two 503s, then done; got {requests}"
         );
     }
     assert!(env.drain_dead().await.is_empty());
@@ -121,7 +124,6 @@ async fn flaky_run(extra: &[&str]) -> Vec<(i32, i32)> {
         .collect();
 
     consumer.stop().await.expect("clean stop");
-    env.cleanup().await;
     attempts
 }
 
@@ -193,5 +195,4 @@ async fn a_retry_after_one_process_hears_pauses_every_process_on_the_database() 
         "the other process paused too: {:?}",
         started.elapsed()
     );
-    env.cleanup().await;
 }

@@ -86,5 +86,4 @@ async fn a_batch_writes_each_item_once_and_skips_items_already_done() {
     assert_eq!(one.get::<_, &str>(6), "done");
     assert_eq!(one.get::<_, Option<&str>>(7), Some("\"v1\""));
     drop(client);
-    env.cleanup().await;
 }

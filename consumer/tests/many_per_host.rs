@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pokeapi_stub::StubConfig;
-use support::TestEnv;
+use support::{TestEnv, free_port};
 use tokio::process::{Child, Command};
 
 const CONSUMER: &str = env!("CARGO_BIN_EXE_consumer");
@@ -97,7 +97,6 @@ async fn two_consumers_on_one_host_both_work_with_no_flags() {
         !log_a.contains('\u{1b}'),
         "no colour codes in logs that go to a pipe:\n{log_a}"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -117,7 +116,6 @@ async fn a_chosen_metrics_address_that_is_taken_exits_2() {
         log.contains("METRICS_ADDR") && log.contains(&taken),
         "names the setting and the address:\n{log}"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -127,10 +125,8 @@ async fn every_series_is_on_metrics_from_the_start_with_its_help() {
         ..StubConfig::default()
     })
     .await;
-    let addr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        probe.local_addr().expect("addr").to_string()
-    };
+    // The binary binds its metrics port itself: see `free_port` for the (small) race.
+    let addr = format!("127.0.0.1:{}", free_port());
     let expected = [
         "# HELP pokeq_jobs_total",
         "pokeq_jobs_total{outcome=\"dead\"} 0",
@@ -163,5 +159,4 @@ async fn every_series_is_on_metrics_from_the_start_with_its_help() {
         0,
         "no job ran: the series are there from the start"
     );
-    env.cleanup().await;
 }

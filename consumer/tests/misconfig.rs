@@ -204,7 +204,6 @@ async fn a_wrong_broker_password_exits_2_at_once() {
         );
         assert!(ended.output.contains(":****@"), "{}", ended.output);
     }
-    env.cleanup().await;
 }
 
 async fn a_missing_vhost_exits_2_at_once() {
@@ -215,7 +214,6 @@ async fn a_missing_vhost_exits_2_at_once() {
         ended.assert_refused("a missing vhost", "AMQP_URL", "NOT_ALLOWED", None);
         assert!(ended.output.contains(&vhost), "{}", ended.output);
     }
-    env.cleanup().await;
 }
 
 /// Declares `name` as a durable queue of `queue_type` holding one message, as another
@@ -264,7 +262,6 @@ async fn a_jobs_queue_of_another_type_exits_2_at_once_and_is_left_alone() {
         assert!(ended.output.contains(&jobs), "{}", ended.output);
     }
     assert_eq!(env.ready(&jobs).await, 1, "the queue kept its message");
-    env.cleanup().await;
 }
 
 async fn an_exchange_of_another_type_exits_2_at_once_naming_the_prefix() {
@@ -292,7 +289,6 @@ async fn an_exchange_of_another_type_exits_2_at_once_naming_the_prefix() {
             None,
         );
     }
-    env.cleanup().await;
 }
 
 async fn database_refusals_exit_2_at_once() {
@@ -336,7 +332,6 @@ async fn database_refusals_exit_2_at_once() {
     assert_eq!(created, 0, "no database was created");
     drop(client);
     drop(role);
-    env.cleanup().await;
 }
 
 async fn a_wrong_database_password_exits_2_at_once() {
@@ -369,7 +364,6 @@ async fn a_wrong_database_password_exits_2_at_once() {
     tokio::task::spawn_blocking(move || drop(cluster))
         .await
         .expect("private Postgres stops");
-    env.cleanup().await;
 }
 
 async fn an_unreachable_broker_is_still_waited_for() {
@@ -415,7 +409,6 @@ async fn an_unreachable_broker_is_still_waited_for() {
         "the producer was still waiting:\n{}",
         producer.output
     );
-    env.cleanup().await;
 }
 
 async fn an_unreachable_database_is_still_waited_for() {
@@ -443,5 +436,4 @@ async fn an_unreachable_database_is_still_waited_for() {
         consumer.took,
         consumer.output
     );
-    env.cleanup().await;
 }

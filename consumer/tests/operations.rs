@@ -4,7 +4,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use pokeapi_stub::{FaultKind, FaultRule, StubConfig};
@@ -77,7 +77,7 @@ async fn metrics_count_what_happened_logs_are_json_and_sigterm_exits_zero() {
 
     // The binary binds its metrics port itself: see `free_port` for the (small) race.
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_consumer"))
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer"))
         .env("AMQP_URL", &env.amqp_url)
         .env("DATABASE_URL", &env.database_url)
         .env("POKEAPI_URL", env.stub.base_url())
@@ -91,8 +91,17 @@ async fn metrics_count_what_happened_logs_are_json_and_sigterm_exits_zero() {
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        // A failed test must not leave it running, declaring this test's queues again.
+        .kill_on_drop(true)
         .spawn()
         .expect("consumer binary starts");
+    // Read as it comes: a full pipe would block the consumer's logging, and so the consumer.
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let logs = tokio::spawn(async move {
+        let mut text = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut text).await;
+        text
+    });
     let counts = env.wait_settled(40, SETTLE).await;
     assert_eq!((counts.done, counts.failed), (38, 2));
 
@@ -129,16 +138,20 @@ async fn metrics_count_what_happened_logs_are_json_and_sigterm_exits_zero() {
     );
     assert_eq!(get("pokeq_jobs_in_flight"), 0.0);
 
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
+    let pid = child.id().expect("still running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
         .unwrap();
-    assert_eq!(output.status.code(), Some(0), "SIGTERM exits 0");
+    assert!(killed.success());
+    let status = tokio::time::timeout(SETTLE, child.wait())
+        .await
+        .expect("the consumer exits after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
 
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = logs.await.expect("stderr reader");
+    let stderr = String::from_utf8_lossy(&stderr);
     let lines: Vec<serde_json::Value> = stderr
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
@@ -156,7 +169,6 @@ async fn metrics_count_what_happened_logs_are_json_and_sigterm_exits_zero() {
         text.contains("trace_id"),
         "the trace id is on the line: {text}"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -236,5 +248,4 @@ async fn replayed_dead_letters_succeed_once_the_cause_is_gone() {
     assert_eq!(remaining.len(), 1, "only the chosen kind was replayed");
     assert_eq!(remaining[0].kind.as_deref(), Some("exhausted"));
     consumer.stop().await.unwrap();
-    env.cleanup().await;
 }

@@ -300,7 +300,6 @@ async fn full_run(format: &str) -> (Secrets, String) {
         consumer.contains("consuming") && consumer.contains(&env.topology().jobs()),
         "the consumer's log was captured:\n{consumer}"
     );
-    env.cleanup().await;
     (secrets, format!("{producer}\n{consumer}"))
 }
 
@@ -462,7 +461,6 @@ async fn help_and_bad_settings_never_print_a_password() {
             secrets.assert_hidden(&format!("{program} with {what}"), &output);
         }
     }
-    env.cleanup().await;
 }
 
 async fn connection_errors_never_print_a_password() {
@@ -556,7 +554,6 @@ async fn connection_errors_never_print_a_password() {
         }
     }
     eprintln!("connection errors checked in {:?}", started.elapsed());
-    env.cleanup().await;
 }
 
 /// What `debug!(?config)` would print, in every binary: the flags as parsed and the validated
@@ -691,5 +688,4 @@ async fn api_errors_never_show_the_credentials_or_query_of_the_api_url() {
             "{what} names the API user: {text}"
         );
     }
-    env.cleanup().await;
 }

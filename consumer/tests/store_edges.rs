@@ -99,7 +99,6 @@ async fn a_document_postgres_cannot_store_fails_alone_and_the_consumer_stays_rea
         "a document the database cannot store is no outage"
     );
     consumer.stop().await.expect("consumer stops cleanly");
-    env.cleanup().await;
 }
 
 fn row(id: i32, species: &str) -> SaveRow {
@@ -179,7 +178,6 @@ async fn a_group_commit_holding_a_refused_row_commits_the_others_one_by_one() {
         .collect();
     assert_eq!(done, [1, 3, 4]);
     drop(committer);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -211,7 +209,6 @@ async fn producer_skips_a_list_entry_postgres_refuses_and_publishes_the_rest() {
         again.to_string(),
         "listed=30 published=0 skipped=30 pages=3"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -227,7 +224,8 @@ async fn producer_waits_out_a_postgres_outage_mid_run_and_counts_everything_once
     assert!(wait_until(SETTLE, || async { env.counts().await.queued >= 100 }).await);
 
     proxy.cut();
-    // The outage: a few seconds in which every store call of the producer fails.
+    // The outage: a few seconds in which every store call of the producer fails. Its length is
+    // what is tested (the producer outwaits it), so this sleep is no synchronisation.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!producer.is_finished(), "the producer waits for Postgres");
     let during = env.counts().await;
@@ -251,7 +249,6 @@ async fn producer_waits_out_a_postgres_outage_mid_run_and_counts_everything_once
         "no job published twice"
     );
     assert_eq!(runs(&env).await, [("done".into(), 400, 400, 0, 40)]);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -265,8 +262,11 @@ async fn sigterm_stops_a_producer_retrying_publishes_within_seconds_and_a_rerun_
     assert!(wait_until(SETTLE, || async { env.counts().await.queued >= 50 }).await);
 
     proxy.cut();
-    // Long enough for the producer to find the broker gone and be retrying its publishes.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The producer found the broker gone and is retrying its publishes.
+    assert!(
+        wait_until(SETTLE, || async { proxy.refused() >= 2 }).await,
+        "the producer tries the broker again"
+    );
     assert!(!producer.is_finished(), "the producer retries");
     let cancelled = Instant::now();
     shutdown.cancel();
@@ -293,7 +293,6 @@ async fn sigterm_stops_a_producer_retrying_publishes_within_seconds_and_a_rerun_
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].0, "failed");
     assert_eq!(runs[1].0, "done");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -310,8 +309,11 @@ async fn sigterm_stops_a_producer_waiting_for_postgres_within_seconds() {
     assert!(wait_until(SETTLE, || async { env.counts().await.queued >= 50 }).await);
 
     proxy.cut();
-    // Long enough for the producer's store calls to fail and wait.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The producer's store calls failed and it is waiting, trying Postgres again.
+    assert!(
+        wait_until(SETTLE, || async { proxy.refused() >= 2 }).await,
+        "the producer tries Postgres again"
+    );
     assert!(!producer.is_finished(), "the producer waits for Postgres");
     let cancelled = Instant::now();
     shutdown.cancel();
@@ -332,5 +334,4 @@ async fn sigterm_stops_a_producer_waiting_for_postgres_within_seconds() {
     assert_eq!(summary.listed, 400);
     assert_eq!(summary.published, 400 - before.queued as u64);
     assert_eq!(env.counts().await.queued, 400);
-    env.cleanup().await;
 }

@@ -199,7 +199,6 @@ async fn jobs_the_broker_dead_letters_fail_their_items_and_retry_failed_brings_t
     assert_eq!(env.counts().await.failed, 0);
     assert_eq!(item(&env, 1).await.0, "done");
     consumer.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -279,7 +278,6 @@ async fn a_purged_jobs_queue_is_recovered_by_a_rerun_and_the_duplicates_are_harm
         );
     }
     assert_eq!(env.stub.total_detail_requests(), 303, "no other API call");
-    env.cleanup().await;
 }
 
 /// The consumer binary, killed when dropped: a failed test must not leave it running, or it
@@ -422,7 +420,6 @@ async fn a_deleted_retry_queue_is_declared_again_without_running_the_jobs_again(
     );
     assert_eq!(env.ready(&retry).await, 0, "the wait queue exists again");
     assert_eq!(consumer.stop().await, Some(0));
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -490,5 +487,4 @@ async fn retries_the_broker_cannot_route_back_off_without_running_the_jobs_again
         );
     }
     assert_eq!(consumer.stop().await, Some(0));
-    env.cleanup().await;
 }

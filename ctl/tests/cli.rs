@@ -137,7 +137,6 @@ async fn status_json_reports_items_queues_and_the_last_producer_run() {
         text.out
     );
     assert!(text.out.contains(&format!("{p}.retry.10m")), "{}", text.out);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -179,7 +178,6 @@ async fn status_says_which_consumers_wait_for_the_api() {
     let json = env.pokeq(&["status", "--json"], None).await;
     let report: Value = serde_json::from_str(&json.out).expect("json");
     assert_eq!(report["api_circuit"]["open_consumers"], 0);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -221,7 +219,6 @@ async fn status_without_management_api_prints_the_database_part_and_fails() {
     );
     assert!(outcome.out.contains("done         1"), "{}", outcome.out);
     assert!(!outcome.out.contains("sekrit") && !error.contains("sekrit"));
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -321,7 +318,6 @@ async fn list_shows_exactly_the_dead_letters_and_leaves_the_queue_as_it_was() {
     assert_eq!(env.ready(&dead).await, 5);
     let order: Vec<Option<i32>> = env.drain(&dead).await.iter().map(|m| m.id()).collect();
     assert_eq!(order, [Some(25), Some(26), None, Some(27), Some(28)]);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -390,7 +386,6 @@ async fn replay_of_a_kind_moves_exactly_those_letters_to_the_jobs_queue() {
     // No selection at all is bad usage (exit 2), refused before anything runs.
     let error = Cli::try_parse_from(env.args(&["dead", "replay"])).unwrap_err();
     assert_eq!(error.exit_code(), 2);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -454,7 +449,6 @@ async fn purge_needs_a_confirmation_and_removes_exactly_that_kind() {
     assert_eq!(env.item(3).await.2.as_deref(), Some("503"));
     let left: Vec<Option<i32>> = env.drain(&dead).await.iter().map(|m| m.id()).collect();
     assert_eq!(left, [Some(3)]);
-    env.cleanup().await;
 }
 
 /// The built binary: exit statuses and stdout as a script sees them.
@@ -494,5 +488,4 @@ async fn binary_prints_status_json_and_refuses_an_unconfirmed_purge() {
 
     let usage = run(&["dead", "replay"]).await.expect("pokeq runs");
     assert_eq!(usage.status.code(), Some(2));
-    env.cleanup().await;
 }

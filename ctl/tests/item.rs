@@ -106,7 +106,6 @@ async fn item_shows_a_done_item_with_its_stored_row_and_validators() {
         "{}",
         text.out
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -146,7 +145,6 @@ async fn item_shows_a_failed_item_and_its_dead_letter_and_leaves_the_letter_queu
     // Read, not taken: both letters are still there, in their order.
     let left: Vec<Option<i32>> = env.drain(&dead).await.iter().map(|m| m.id()).collect();
     assert_eq!(left, [Some(8), Some(7)]);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -179,7 +177,6 @@ async fn item_that_does_not_exist_exits_1_and_says_so() {
     assert_eq!(usage.exit_code(), 2);
     let both = Cli::try_parse_from(env.args(&["item", "25", "--name", "pikachu"]));
     assert_eq!(both.expect_err("one or the other").exit_code(), 2);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -229,5 +226,4 @@ async fn item_without_a_dead_queue_says_so_and_declares_nothing() {
         "{item:#}"
     );
     assert!(!queue_exists(&env, &format!("{prefix}.dead")).await);
-    env.cleanup().await;
 }

@@ -121,7 +121,6 @@ async fn dead_commands_exit_2_when_the_broker_refuses_a_setting() {
     )
     .await;
     assert_eq!(other_type.code, Some(0), "{}", other_type.stderr);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -145,7 +144,6 @@ async fn migrate_exits_2_when_postgres_refuses_a_right() {
         .assert_refused(what, "DATABASE_URL", "42501", Some(&password));
     }
     drop(role);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -186,7 +184,6 @@ async fn migrate_exits_2_for_a_wrong_database_password() {
     tokio::task::spawn_blocking(move || drop(cluster))
         .await
         .expect("private Postgres stops");
-    env.cleanup().await;
 }
 
 /// Each applied migration's checksum, by version.
@@ -247,7 +244,6 @@ async fn migrate_exits_2_when_an_applied_migration_was_edited() {
             "migration 3 (api_rate) was applied to this database from other SQL",
             None,
         );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -296,5 +292,4 @@ async fn status_prints_what_it_can_then_exits_2_for_a_refused_setting() {
         "Postgres refused the login",
         Some(&password),
     );
-    env.cleanup().await;
 }

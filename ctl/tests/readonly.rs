@@ -20,6 +20,7 @@ fn error_text(outcome: &support::Outcome) -> String {
 async fn commands_with_a_mistyped_database_create_nothing_and_name_it() {
     let env = TestEnv::start().await;
     env.publish_dead_job(5, "charmeleon", "not_found").await;
+    // Dropped with the test's database, whose name it begins with.
     let typo = format!("{}_typo", env.db_name);
     let typo_url = env.database_url.replace(&env.db_name, &typo);
     let as_typo = |extra: &'static [&'static str]| {
@@ -56,12 +57,6 @@ async fn commands_with_a_mistyped_database_create_nothing_and_name_it() {
     let migrate = as_typo(&["migrate"]).await;
     assert_eq!(migrate.code(), 0, "{}", error_text(&migrate));
     assert!(database_exists(&typo).await);
-    maintenance()
-        .await
-        .batch_execute(&format!("drop database \"{typo}\" with (force)"))
-        .await
-        .expect("drop the typo database");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -109,7 +104,6 @@ async fn commands_with_a_mistyped_prefix_declare_nothing() {
         queues.is_empty() && exchanges.is_empty(),
         "{queues:?} {exchanges:?}"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -140,10 +134,11 @@ async fn a_database_without_this_builds_schema_is_reported_not_migrated() {
         latest - 1
     );
 
-    // A database that exists but was never set up by pokeq.
+    // A database that exists but was never set up by pokeq (dropped with the test's database,
+    // whose name it begins with).
     let empty = format!("{}_empty", env.db_name);
-    let postgres = maintenance().await;
-    postgres
+    maintenance()
+        .await
         .batch_execute(&format!("create database \"{empty}\""))
         .await
         .expect("create an empty database");
@@ -155,9 +150,4 @@ async fn a_database_without_this_builds_schema_is_reported_not_migrated() {
         "{}",
         error_text(&status)
     );
-    postgres
-        .batch_execute(&format!("drop database \"{empty}\" with (force)"))
-        .await
-        .expect("drop the empty database");
-    env.cleanup().await;
 }

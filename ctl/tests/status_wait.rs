@@ -190,7 +190,6 @@ async fn wait_exits_0_once_a_consumer_has_done_every_item() {
     assert_eq!(env.ready(&env.topology().jobs()).await, 0);
     stop(consumer).await;
     api.shutdown().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -227,7 +226,6 @@ async fn wait_exits_1_with_the_failed_counts_by_kind() {
         text.out
     );
     api.shutdown().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -272,7 +270,6 @@ async fn wait_exits_2_on_timeout_with_items_still_queued() {
         stderr.contains("timed out after 1s: 0 pending, 3 queued"),
         "{stderr}"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -305,7 +302,6 @@ async fn wait_is_not_over_while_a_job_is_ready_even_if_every_item_is_finished() 
         "{}",
         over.out
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -335,7 +331,6 @@ async fn wait_on_a_prefix_without_queues_fails_at_once_and_declares_nothing() {
         "{error}"
     );
     assert!(!queue_exists(&env, &format!("{prefix}.jobs")).await);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -426,7 +421,6 @@ async fn status_counts_ready_jobs_and_consumers_now_and_marks_sampled_figures() 
         assert_eq!(queue_row(&missing, &queue)["exists"], false, "{missing:#}");
         assert!(!queue_exists(&env, &queue).await, "{queue} was created");
     }
-    env.cleanup().await;
 }
 
 fn queue_row<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -498,5 +492,4 @@ async fn status_shows_throughput_eta_and_the_last_producer_runs() {
     );
     assert!(text.out.contains(" for 60 remaining\n"), "{}", text.out);
     assert_eq!(text.out.matches("published ").count(), 5, "{}", text.out);
-    env.cleanup().await;
 }

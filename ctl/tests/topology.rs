@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::{FieldTable, ShortString};
 use pokeq_shared::broker;
 use pokeq_shared::config::QueueType;
@@ -51,19 +51,6 @@ async fn report_when(fresh: &Fresh, what: &str, check: impl Fn(&Value) -> bool) 
 
 fn live_consumers(report: &Value) -> usize {
     report["consumers"].as_array().map_or(0, Vec::len)
-}
-
-/// Deletes queues a test made beyond the default topology (which `cleanup` removes).
-async fn delete_queues(fresh: &Fresh, names: &[String]) {
-    for name in names {
-        let _ = fresh
-            .channel
-            .queue_delete(
-                ShortString::from(name.as_str()),
-                QueueDeleteOptions::default(),
-            )
-            .await;
-    }
 }
 
 #[tokio::test]
@@ -130,8 +117,6 @@ async fn producer_declares_no_wait_queue_and_each_consumer_declares_its_own() {
     );
 
     consumer.stop().await;
-    delete_queues(&fresh, &[format!("{p}.retry.2s"), format!("{p}.retry.7s")]).await;
-    fresh.cleanup().await;
 }
 
 #[tokio::test]
@@ -214,8 +199,6 @@ async fn prune_deletes_only_empty_wait_queues_no_live_consumer_uses_after_asking
             name("1h")
         ]
     );
-    delete_queues(&env, &[name("1h")]).await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -258,5 +241,4 @@ async fn a_consumer_that_does_not_say_its_delays_keeps_every_wait_queue() {
     );
     broker::close_channel(&channel).await;
     broker::close(&old).await;
-    env.cleanup().await;
 }

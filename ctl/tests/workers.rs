@@ -138,5 +138,4 @@ async fn workers_lists_each_live_consumer_with_what_it_holds() {
     assert_eq!(gone["queue"], env.topology().jobs().as_str());
     let text = pokeq(&env, &["workers"], None).await;
     assert!(text.out.contains("0 consumers on"), "{}", text.out);
-    env.cleanup().await;
 }

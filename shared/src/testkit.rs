@@ -1,16 +1,18 @@
 //! Test support shared by the crates' end-to-end tests (feature `testkit`, dev-dependencies
 //! only): the real RabbitMQ and Postgres of the machine, with a fresh database and a fresh
-//! queue prefix per test, removed again by [`Fresh::cleanup`].
+//! queue prefix per test, removed again when the test's [`Fresh`] drops, also when the test
+//! fails (see [`guard`]).
 //!
 //! `TEST_AMQP_URL`, `TEST_PG_URL` (a server URL without a database name) and
 //! `TEST_MANAGEMENT_URL` point the tests at other services; the defaults are the local ones.
 
+pub mod guard;
 pub mod refusing;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use rand::Rng;
@@ -35,7 +37,10 @@ pub fn management_url() -> String {
         .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
 }
 
-/// One test's own database and queue prefix, with a store and a confirm channel on them.
+pub use guard::{TestDatabase, TestQueues};
+
+/// One test's own database and queue prefix, with a store and a confirm channel on them. Both
+/// are removed when this drops, also when the test panics: the tests have nothing to clean up.
 pub struct Fresh {
     pub prefix: String,
     pub db_name: String,
@@ -44,15 +49,21 @@ pub struct Fresh {
     pub store: Store,
     pub connection: Connection,
     pub channel: Channel,
+    // Last, so that they drop after the store's and the broker's connections above.
+    _database: TestDatabase,
+    _queues: TestQueues,
 }
 
 impl Fresh {
     /// Names start with `pokeq-<label>-` / `pokeq_<label>_` and end with a random tag, so
-    /// leftovers of a failed test are recognisable.
+    /// anything a test leaves behind for all that is recognisable.
     pub async fn start(label: &str) -> Self {
         let tag: u64 = rand::rng().random();
         let prefix = format!("pokeq-{label}-{tag:016x}");
         let db_name = format!("pokeq_{label}_{tag:016x}");
+        // Before anything is created: a start that fails halfway leaves nothing either.
+        let queues = TestQueues::new(&prefix);
+        let database = TestDatabase::new(&db_name);
         let database_url = format!("{}/{db_name}", pg_server_url());
         let amqp_url = amqp_url();
         let config = store::parse_url(&database_url).expect("database url");
@@ -71,6 +82,8 @@ impl Fresh {
             store,
             connection,
             channel,
+            _database: database,
+            _queues: queues,
         }
     }
 
@@ -99,39 +112,6 @@ impl Fresh {
 
     pub async fn client(&self) -> deadpool_postgres::Object {
         self.store.pool().get().await.expect("pooled client")
-    }
-
-    /// Deletes this test's queues, exchanges and database.
-    pub async fn cleanup(self) {
-        let topology = self.topology();
-        for queue in topology.queues() {
-            let _ = self
-                .channel
-                .queue_delete(ShortString::from(queue), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in [topology.jobs(), topology.retry(), topology.dead()] {
-            let _ = self
-                .channel
-                .exchange_delete(
-                    ShortString::from(exchange),
-                    ExchangeDeleteOptions::default(),
-                )
-                .await;
-        }
-        let _ = self.connection.close(200, ShortString::from("bye")).await;
-        drop(self.store);
-        let config =
-            store::parse_url(&format!("{}/postgres", pg_server_url())).expect("maintenance url");
-        if let Ok((client, connection)) = config.connect(tokio_postgres::NoTls).await {
-            tokio::spawn(connection);
-            let _ = client
-                .batch_execute(&format!(
-                    "drop database if exists \"{}\" with (force)",
-                    self.db_name
-                ))
-                .await;
-        }
     }
 }
 

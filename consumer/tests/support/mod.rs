@@ -28,6 +28,7 @@ pub use pokeq_shared::testkit::{free_port, wait_until};
 use tokio::task::JoinHandle;
 
 /// A fresh database and queue prefix (see [`Fresh`], which this derefs to) and the stub API.
+/// Dropping it removes the database and queues, also when the test fails.
 pub struct TestEnv {
     pub fresh: Fresh,
     pub stub: StubHandle,
@@ -284,12 +285,6 @@ impl TestEnv {
             (n, n),
             "each of {n} rows written exactly once"
         );
-    }
-
-    /// Stops the stub and removes this test's queues, exchanges and database.
-    pub async fn cleanup(self) {
-        self.stub.shutdown().await;
-        self.fresh.cleanup().await;
     }
 }
 

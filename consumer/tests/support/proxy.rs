@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -12,6 +12,7 @@ use tokio::sync::watch;
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
     generation: watch::Sender<u64>,
 }
 
@@ -20,15 +21,18 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let cut = Arc::new(AtomicBool::new(false));
+        let refused = Arc::new(AtomicU64::new(0));
         let (generation, _) = watch::channel(0u64);
         let proxy = Self {
             addr,
             cut: Arc::clone(&cut),
+            refused: Arc::clone(&refused),
             generation: generation.clone(),
         };
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 if cut.load(Ordering::SeqCst) {
+                    refused.fetch_add(1, Ordering::SeqCst);
                     drop(inbound);
                     continue;
                 }
@@ -53,6 +57,12 @@ impl Proxy {
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Connections refused while cut, so far: the process under test found the service gone
+    /// and is trying it again.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
     }
 
     pub fn restore(&self) {

@@ -28,6 +28,7 @@ use pokeq_shared::testkit::{Fresh, management_url};
 use serde_json::Value;
 
 /// A fresh database and queue prefix (see [`Fresh`], which this derefs to), topology declared.
+/// Dropping it removes the database and queues, also when the test fails.
 pub struct TestEnv {
     pub fresh: Fresh,
     pub management_url: String,
@@ -257,11 +258,6 @@ impl TestEnv {
             .await
             .expect("item row");
         (row.get(0), row.get(1), row.get(2))
-    }
-
-    /// Removes this test's queues, exchanges and database.
-    pub async fn cleanup(self) {
-        self.fresh.cleanup().await;
     }
 }
 

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use rand::Rng;
 
+use super::guard::on_own_runtime;
 use super::pg_server_url;
 use crate::store;
 
@@ -16,23 +17,15 @@ use crate::store;
 /// runtime of their own so that it also works from `Drop` (and so during a panic).
 fn superuser(database: &str, sql: String) -> Result<(), String> {
     let url = format!("{}/{database}", pg_server_url());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    on_own_runtime(async move {
+        let config = store::parse_url(&url).map_err(|e| e.to_string())?;
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
             .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            let config = store::parse_url(&url).map_err(|e| e.to_string())?;
-            let (client, connection) = config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            client.batch_execute(&sql).await.map_err(|e| e.to_string())
-        })
+        tokio::spawn(connection);
+        client.batch_execute(&sql).await.map_err(|e| e.to_string())
     })
-    .join()
-    .map_err(|_| "the superuser thread panicked".to_owned())?
 }
 
 /// A login role without CREATEDB on the machine's server, and an empty database it may connect
