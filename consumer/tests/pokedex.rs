@@ -23,6 +23,9 @@ const EEVEELUTIONS: [&str; 8] = [
     "vaporeon", "jolteon", "flareon", "espeon", "umbreon", "leafeon", "glaceon", "sylveon",
 ];
 
+/// `(resource, id, status, name, etag)` of an `ingest_items` row.
+type Item = (String, i32, String, Option<String>, Option<String>);
+
 fn validators(tag: &str) -> Validators {
     Validators {
         etag: Some(format!("\"{tag}\"")),
@@ -133,7 +136,7 @@ async fn the_pokedex_view_answers_eevee_with_its_species_and_eight_evolutions() 
         )
     );
 
-    let items: Vec<(String, i32, String, Option<String>, Option<String>)> = client
+    let items: Vec<Item> = client
         .query(
             "select resource, id, status, name, etag from ingest_items order by resource, id",
             &[],
@@ -320,6 +323,100 @@ async fn records_are_written_once_per_item_and_a_changed_chain_loses_its_old_spe
     assert_eq!(
         (name.as_str(), document.as_str()),
         ("static-refreshed", "static-refreshed")
+    );
+    drop(client);
+    env.cleanup().await;
+}
+
+/// Everything the stub serves for 200 pokemon, stored through the transforms: every link the
+/// documents carry finds its row, and the views join them all.
+#[tokio::test]
+async fn every_stub_document_is_stored_and_the_views_join_them() {
+    use pokeapi_stub::{Dataset, Resource as Stub};
+    let env = Fresh::start("pokedexstub").await;
+    let dataset = Dataset::synthetic(200, 3);
+    let pokemon: Vec<SaveRow> = dataset
+        .ids()
+        .iter()
+        .map(|&id| SaveRow {
+            pokemon: pokeq_shared::transform::transform(id, &dataset.payload(id).expect("payload"))
+                .expect("pokemon transforms"),
+            validators: Validators::default(),
+            attempts: 1,
+        })
+        .collect();
+    env.store.save_many(&pokemon).await.expect("pokemon stored");
+    let mut records = Vec::new();
+    for resource in &Stub::ALL[1..] {
+        for &id in dataset.resource_ids(*resource) {
+            let body = dataset.document(*resource, id).expect("document");
+            records.push(record(resource.name(), id, &body));
+        }
+    }
+    let written = resource_rows::save_many(&env.store, &records)
+        .await
+        .expect("resources stored");
+    assert!(written.iter().all(|w| *w));
+
+    let client = env.client().await;
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get::<_, i64>(0)
+        }
+    };
+    for (resource, table) in [
+        (Stub::PokemonSpecies, "select count(*) from species"),
+        (Stub::Type, "select count(*) from types"),
+        (Stub::Ability, "select count(*) from abilities"),
+        (Stub::Move, "select count(*) from moves"),
+        (
+            Stub::EvolutionChain,
+            "select count(distinct chain_id) from evolutions",
+        ),
+    ] {
+        assert_eq!(
+            count(table).await,
+            dataset.resource_ids(resource).len() as i64,
+            "{resource}"
+        );
+    }
+    assert_eq!(count("select count(*) from species").await, 200);
+    assert_eq!(count("select count(*) from pokedex").await, 200);
+    assert_eq!(
+        count("select count(*) from pokedex where species_id is null or genus is null").await,
+        0,
+        "every pokemon's species is stored"
+    );
+    assert_eq!(
+        count(
+            "select count(*) from species s where not exists (
+                select from evolutions e where e.chain_id = s.evolution_chain_id
+                    and e.species_id = s.id
+                    and e.evolves_from_species_id is not distinct from s.evolves_from_species_id)"
+        )
+        .await,
+        0,
+        "every species is in its chain, under its parent"
+    );
+    assert_eq!(
+        count("select count(*) from pokemon_types where type_id is null").await,
+        0,
+        "every pokemon's type is stored"
+    );
+    assert_eq!(
+        count("select count(*) from moves m where not exists (select from types t where t.id = m.type_id and t.name = m.type_name)").await,
+        0,
+        "every move's type is stored"
+    );
+    assert!(count("select count(*) from pokedex_evolutions").await > 50);
+    assert_eq!(
+        count("select count(*) from resource_documents").await,
+        records.len() as i64
     );
     drop(client);
     env.cleanup().await;

@@ -317,4 +317,55 @@ mod tests {
             Some("Has a 30% chance of paralyzing attacking Pokémon on contact.")
         );
     }
+
+    /// Every document the stub generates, of every resource, transforms, and what the stub
+    /// links agrees with the rows: a species' chain holds it under its parent.
+    #[test]
+    fn transforms_every_stub_document() {
+        use pokeapi_stub::{Dataset, Resource as Stub};
+        let dataset = Dataset::synthetic(1100, 7);
+        let mut chain_of = std::collections::HashMap::new();
+        for &id in dataset.resource_ids(Stub::EvolutionChain) {
+            let body = dataset.document(Stub::EvolutionChain, id).unwrap();
+            let chain = evolution_chain::transform(id, &body).unwrap();
+            for e in chain.evolutions {
+                chain_of.insert(e.species_id, (id, e.evolves_from_species_id));
+            }
+        }
+        for &id in dataset.resource_ids(Stub::PokemonSpecies) {
+            let body = dataset.document(Stub::PokemonSpecies, id).unwrap();
+            let s = species::transform(id, &body).unwrap_or_else(|e| panic!("species {id}: {e}"));
+            assert_eq!(
+                Some(s.name.as_str()),
+                dataset.resource_name(Stub::PokemonSpecies, id)
+            );
+            let (chain, from) = chain_of[&id];
+            assert_eq!(
+                (s.evolution_chain_id, s.evolves_from_species_id),
+                (Some(chain), from)
+            );
+            let text = s.flavor_text.unwrap();
+            assert!(!text.contains(['\n', '\u{c}', '\u{ad}']), "{text:?}");
+            assert!(s.genus.is_some_and(|g| g.ends_with(" Pokémon")));
+        }
+        assert_eq!(chain_of.len(), 1025, "every species is in a chain");
+        for resource in [Stub::Type, Stub::Ability, Stub::Move] {
+            let kind = by_name(resource.name()).unwrap();
+            for &id in dataset.resource_ids(resource) {
+                let body = dataset.document(resource, id).unwrap();
+                let record = kind
+                    .transform(id, &body)
+                    .unwrap_or_else(|e| panic!("{resource} {id}: {e}"));
+                assert_eq!(record.name(), dataset.resource_name(resource, id));
+            }
+        }
+        let chance = dataset
+            .resource_ids(Stub::Move)
+            .iter()
+            .map(|&id| move_::transform(id, &dataset.document(Stub::Move, id).unwrap()).unwrap())
+            .find(|m| m.effect_chance.is_some())
+            .unwrap();
+        let short = chance.short_effect.unwrap();
+        assert!(!short.contains('$') && short.contains('%'), "{short}");
+    }
 }
