@@ -155,11 +155,18 @@ pub(super) fn refuse_nul<'t>(
     Ok(())
 }
 
-/// The document as text Postgres's `jsonb` accepts: UTF-8 without a `\u0000` escape anywhere,
-/// not only in the fields a transform keeps, since the whole document is stored.
+/// The document as text Postgres's `jsonb` accepts, all of it and not only the fields a
+/// transform keeps, since the whole document is stored: UTF-8, every string's escapes real
+/// characters (serde skips the members a transform does not read without decoding them, and
+/// `jsonb` refuses a lone surrogate such as `\ud800`), and no `\u0000` anywhere.
 pub(super) fn storable_document(body: &[u8]) -> Result<&str, MalformedPayload> {
     let text = std::str::from_utf8(body)
         .map_err(|e| MalformedPayload(format!("the document is not UTF-8: {e}")))?;
+    serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+        MalformedPayload(format!(
+            "the document holds what Postgres cannot store as JSON: {e}"
+        ))
+    })?;
     if let Some(at) = nul_escape(body) {
         return Err(MalformedPayload(format!(
             "the document holds a NUL character (\\u0000) at byte {at}, which Postgres cannot store"

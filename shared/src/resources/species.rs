@@ -245,5 +245,9 @@ mod tests {
         );
         let error = Kind.transform(172, elsewhere.as_bytes()).unwrap_err();
         assert!(error.0.contains("the document holds a NUL"), "{error}");
+        let surrogate = PICHU.replace(r#"{"name":"pichu","url""#, r#"{"name":"pi\ud800chu","url""#);
+        assert_ne!(surrogate, PICHU);
+        let error = Kind.transform(172, surrogate.as_bytes()).unwrap_err();
+        assert!(error.0.contains("cannot store as JSON"), "{error}");
     }
 }
