@@ -12,8 +12,11 @@
 //!   consumer tells the broker about itself, for the CLI to read back.
 //! - [`transform`] turns a PokeAPI detail document into the row pokeq stores; [`scan`] cuts the
 //!   few fields it reads out of the document without parsing the rest.
+//! - [`resources`] are the other resources of the Pokédex (species, evolution chains, types,
+//!   abilities, moves): one module each, with its row, its transform and its upsert.
 //! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows;
-//!   [`pgerror`] tells an outage from data the database refuses.
+//!   [`resource_rows`] stores the [`resources`]' rows and documents; [`pgerror`] tells an
+//!   outage from data the database refuses.
 //! - [`retry`] holds every retry policy (backoff and bound) and the reasons for each.
 //! - [`telemetry`] sets up tracing; [`shutdown`] turns signals into a cancellation token;
 //!   [`exit`] maps a binary's outcome to the contract's exit codes.
@@ -27,6 +30,8 @@ pub mod metrics;
 pub mod pgerror;
 pub mod pokeapi;
 pub mod rate;
+pub mod resource_rows;
+pub mod resources;
 pub mod retry;
 pub mod scan;
 pub mod secret;

@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "api_circuit",
         include_str!("../migrations/0006_api_circuit.sql"),
     ),
+    (7, "pokedex", include_str!("../migrations/0007_pokedex.sql")),
 ];
 
 /// The schema version this build migrates to.

@@ -938,3 +938,111 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The other resources' transforms
+// ---------------------------------------------------------------------------------------------
+
+/// Documents of the other resources the transforms accept as they are: the real ones with
+/// `POKEAPI_SAMPLES`, the stub's otherwise, a few of each resource.
+fn resource_seeds() -> &'static Vec<(&'static str, i32, Vec<u8>)> {
+    static SEEDS: OnceLock<Vec<(&'static str, i32, Vec<u8>)>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let mut seeds = Vec::new();
+        for resource in pokeq_shared::resources::ALL {
+            let name = resource.name();
+            match std::env::var_os("POKEAPI_SAMPLES") {
+                Some(dir) => {
+                    let dir = std::path::Path::new(&dir).join(name);
+                    // A resource without real samples is seeded by none.
+                    for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+                        let body = std::fs::read(entry.unwrap().path()).unwrap();
+                        let id = serde_json::from_slice::<Value>(&body).unwrap()["id"]
+                            .as_i64()
+                            .unwrap() as i32;
+                        seeds.push((name, id, body));
+                    }
+                }
+                None => {
+                    let dataset = pokeapi_stub::Dataset::synthetic(40, 11);
+                    let stub = pokeapi_stub::Resource::from_name(name).unwrap();
+                    for &id in dataset.resource_ids(stub).iter().take(4) {
+                        seeds.push((name, id, dataset.document(stub, id).unwrap().to_vec()));
+                    }
+                }
+            }
+        }
+        assert!(!seeds.is_empty(), "no seed documents");
+        seeds
+    })
+}
+
+/// A resource's transform gives a record true to the request, storable by Postgres, or a
+/// refusal with a reason.
+fn check_resource_transform(
+    resource: &str,
+    requested: i32,
+    body: &[u8],
+) -> Result<(), TestCaseError> {
+    let kind = pokeq_shared::resources::by_name(resource).unwrap();
+    match kind.transform(requested, body) {
+        Ok(record) => {
+            prop_assert_eq!(record.id(), requested);
+            prop_assert_eq!(record.resource().name(), resource);
+            prop_assert!(
+                !record.row().to_string().contains("\\u0000"),
+                "NUL in a stored row"
+            );
+            prop_assert!(
+                serde_json::from_str::<Value>(record.document()).is_ok(),
+                "the stored document is not JSON"
+            );
+        }
+        Err(MalformedPayload(reason)) => {
+            prop_assert!(!reason.trim().is_empty(), "refusal without a reason");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_resource_seed_transforms() {
+    for (resource, id, body) in resource_seeds() {
+        let kind = pokeq_shared::resources::by_name(resource).unwrap();
+        let record = kind
+            .transform(*id, body)
+            .unwrap_or_else(|e| panic!("{resource} {id}: {e}"));
+        assert_eq!(record.id(), *id);
+    }
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    #[test]
+    fn resource_transforms_of_mutated_documents_never_panic(
+        (requested, seed) in any::<Index>().prop_flat_map(|at| {
+            let i = at.index(resource_seeds().len());
+            (requested_id(resource_seeds()[i].1), Just(i))
+        }),
+        edits in prop::collection::vec(arb_byte_edit(), 1..6),
+    ) {
+        let (resource, _, body) = &resource_seeds()[seed];
+        let mut body = body.clone();
+        for edit in &edits {
+            apply(&mut body, edit);
+        }
+        check_resource_transform(resource, requested, &body)?;
+    }
+
+    #[test]
+    fn resource_transforms_of_arbitrary_json_never_panic(
+        resource in prop::sample::select(
+            pokeq_shared::resources::ALL.iter().map(|r| r.name()).collect::<Vec<_>>()
+        ),
+        requested in any::<i32>(),
+        value in arb_json(),
+    ) {
+        check_resource_transform(resource, requested, &serde_json::to_vec(&value).unwrap())?;
+    }
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::faults::FaultRule;
+use crate::resource::Resource;
 
 /// Configuration of one stub server.
 #[derive(Clone, Debug)]
@@ -15,18 +16,22 @@ pub struct StubConfig {
     pub seed: u64,
     /// Added before answering every list and detail request.
     pub latency: Duration,
-    /// Fraction (0..=1) of detail requests that get a transient fault (429, 503 or a dropped
-    /// body), decided deterministically from seed, id and the request number for that id.
+    /// Fraction (0..=1) of detail requests (of every resource) that get a transient fault (429,
+    /// 503 or a dropped body), decided deterministically from seed, resource, id and the request
+    /// number for that id.
     pub fault_rate: f64,
     /// Share (0..=1) of ids, chosen deterministically from seed and id, whose first
     /// `flaky_times` detail requests answer 503 (without `Retry-After`): a flaky backend behind
     /// a healthy API.
     pub flaky_share: f64,
     pub flaky_times: u32,
-    /// Faults for specific ids; they take precedence over `fault_rate`.
+    /// Faults for specific pokemon ids; they take precedence over `fault_rate`.
     pub faults: HashMap<i32, FaultRule>,
+    /// Faults for specific ids of any resource (pokemon too), as `faults`.
+    pub resource_faults: HashMap<(Resource, i32), FaultRule>,
     /// Serve the real payloads in `<dir>/pokemon/*.json` (cycled over the ids) instead of
-    /// synthetic ones. `seed` then only affects rate-based faults.
+    /// synthetic ones, and those of `<dir>/<resource>/*.json` for the other resources (each
+    /// folder's files, by their ids). `seed` then only affects rate-based faults.
     pub samples_dir: Option<PathBuf>,
 }
 
@@ -41,6 +46,7 @@ impl Default for StubConfig {
             flaky_share: 0.0,
             flaky_times: 0,
             faults: HashMap::new(),
+            resource_faults: HashMap::new(),
             samples_dir: None,
         }
     }

@@ -10,11 +10,14 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 
 use crate::config::StubConfig;
+use crate::documents;
 use crate::render;
+use crate::resource::Resource;
 use crate::samples::{self, SampleFile};
 use crate::sprites;
-use crate::synth::{self, LAST_DEFAULT_ID, Synth};
+use crate::synth::{self, LAST_DEFAULT_ID, Spec, Synth};
 use crate::vocab::{STATS, TYPES, ability_name};
+use crate::world::Linked;
 
 /// First id of the alternate forms, after the national-dex ids `1..=1025`.
 pub const FIRST_FORM_ID: i32 = 10001;
@@ -87,11 +90,14 @@ enum Source {
     Samples(Vec<SampleFile>),
 }
 
-/// All pokemon the stub serves.
+/// All pokemon the stub serves, and the resources they link (species, evolution chains, types,
+/// abilities, moves: see [`crate::world`]).
 pub struct Dataset {
     ids: Vec<i32>,
     names: Vec<Box<str>>,
     source: Source,
+    linked: Linked,
+    seed: u64,
 }
 
 /// The ids of a dataset of `count` items, in list order: `1..=1025`, then `10001, 10002, ...`.
@@ -117,15 +123,20 @@ impl Dataset {
     pub fn synthetic(count: u32, seed: u64) -> Self {
         let ids = id_layout(count);
         let (names, synth) = synth::generate(&ids, seed);
+        let linked = Linked::synthetic(&ids, &names, seed);
         Dataset {
             ids,
             names,
             source: Source::Synthetic(synth),
+            linked,
+            seed,
         }
     }
 
     /// `count` ids served from the files in `<dir>/pokemon/*.json`, cycled: id at position `i`
-    /// gets file `i % n`, with `-<k>` appended to its name on the k-th reuse (k >= 1).
+    /// gets file `i % n`, with `-<k>` appended to its name on the k-th reuse (k >= 1). The other
+    /// resources serve the files of their own folders (`<dir>/pokemon-species/*.json`, ...) as
+    /// they are, under the ids they hold, and nothing where the folder is missing.
     pub fn from_samples(dir: &Path, count: u32) -> anyhow::Result<Self> {
         let files = samples::load_dir(dir)?;
         let ids = id_layout(count);
@@ -142,6 +153,8 @@ impl Dataset {
             ids,
             names,
             source: Source::Samples(files),
+            linked: Linked::from_samples(dir)?,
+            seed: 0,
         })
     }
 
@@ -182,6 +195,93 @@ impl Dataset {
     /// Name at a list position (for the list endpoint).
     pub(crate) fn name_at(&self, pos: usize) -> &str {
         &self.names[pos]
+    }
+
+    /// The ids `resource` serves, in list order (ascending; pokemon: [`Dataset::ids`]).
+    pub fn resource_ids(&self, resource: Resource) -> &[i32] {
+        match self.linked.table(resource) {
+            Some(table) => &table.ids,
+            None => &self.ids,
+        }
+    }
+
+    /// The name `resource` lists and serves for `id`; `None` for an id it does not serve and
+    /// for evolution chains, which have no name.
+    pub fn resource_name(&self, resource: Resource, id: i32) -> Option<&str> {
+        let pos = self.resource_position(resource, id)?;
+        self.resource_name_at(resource, pos)
+    }
+
+    /// Position of `id` in [`Dataset::resource_ids`].
+    pub(crate) fn resource_position(&self, resource: Resource, id: i32) -> Option<usize> {
+        match self.linked.table(resource) {
+            Some(table) => table.position(id),
+            None => self.position(id),
+        }
+    }
+
+    pub(crate) fn resource_name_at(&self, resource: Resource, pos: usize) -> Option<&str> {
+        match self.linked.table(resource) {
+            Some(table) => table.names.get(pos)?.as_deref(),
+            None => self.names.get(pos).map(|name| &**name),
+        }
+    }
+
+    /// The exact body served for `id` of `resource`, as one buffer.
+    pub fn document(&self, resource: Resource, id: i32) -> Option<Bytes> {
+        if resource == Resource::Pokemon {
+            return self.payload(id);
+        }
+        let table = self.linked.table(resource)?;
+        let pos = table.position(id)?;
+        if let Some(files) = &table.files {
+            return files.get(pos).cloned();
+        }
+        let specs = self.specs()?;
+        let name = table.names[pos].as_deref().unwrap_or_default();
+        let value = match resource {
+            Resource::PokemonSpecies => documents::species(self, specs, self.seed, id)?,
+            Resource::EvolutionChain => documents::evolution_chain(self, self.linked.chain(id)?),
+            Resource::Type => documents::type_(self, specs, self.seed, id)?,
+            Resource::Ability => documents::ability(self, specs, self.seed, id, name),
+            Resource::Move => documents::move_(self, specs, self.seed, id, name),
+            Resource::Pokemon => return None,
+        };
+        serde_json::to_vec(&value).ok().map(Bytes::from)
+    }
+
+    /// The body of `id` of `resource` with `served_id` as its top-level `id` (the WrongId
+    /// fault).
+    pub(crate) fn document_with_id(
+        &self,
+        resource: Resource,
+        id: i32,
+        served_id: i32,
+    ) -> Option<Bytes> {
+        if resource == Resource::Pokemon {
+            return self.body_with_id(id, served_id).map(|p| p.to_bytes());
+        }
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&self.document(resource, id)?).ok()?;
+        *value.get_mut("id")? = served_id.into();
+        serde_json::to_vec(&value).ok().map(Bytes::from)
+    }
+
+    /// The specs of a synthetic dataset.
+    fn specs(&self) -> Option<&[Spec]> {
+        match &self.source {
+            Source::Synthetic(synth) => Some(&synth.specs),
+            Source::Samples(_) => None,
+        }
+    }
+
+    pub(crate) fn linked(&self) -> &Linked {
+        &self.linked
+    }
+
+    /// How many national-dex pokemon, hence species, the dataset holds.
+    pub(crate) fn species_count(&self) -> usize {
+        self.ids.len().min(LAST_DEFAULT_ID as usize)
     }
 
     /// What the payload of `id` says, for comparing against what a consumer stored.

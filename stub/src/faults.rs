@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::resource::Resource;
 use crate::rng::{hash3, unit_from};
 
 /// How a detail request misbehaves.
@@ -63,49 +64,49 @@ impl FaultRule {
     }
 }
 
-/// The per-id rules in force, with how many failures each has left.
+/// The per-id rules in force (an id of a resource), with how many failures each has left.
 #[derive(Debug, Default)]
 pub(crate) struct FaultTable {
-    rules: Mutex<HashMap<i32, FaultRule>>,
+    rules: Mutex<HashMap<(Resource, i32), FaultRule>>,
     /// Lets the common no-rules case skip the lock.
     any: AtomicBool,
 }
 
 impl FaultTable {
-    pub(crate) fn new(rules: HashMap<i32, FaultRule>) -> Self {
+    pub(crate) fn new(rules: impl IntoIterator<Item = ((Resource, i32), FaultRule)>) -> Self {
         let table = FaultTable::default();
-        for (id, rule) in rules {
-            table.set(id, Some(rule));
+        for ((resource, id), rule) in rules {
+            table.set(resource, id, Some(rule));
         }
         table
     }
 
-    /// Installs (or with `None` removes) the rule for `id`.
-    pub(crate) fn set(&self, id: i32, rule: Option<FaultRule>) {
+    /// Installs (or with `None` removes) the rule for `id` of `resource`.
+    pub(crate) fn set(&self, resource: Resource, id: i32, rule: Option<FaultRule>) {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         match rule {
             Some(rule) if rule.times != Some(0) => {
-                rules.insert(id, rule);
+                rules.insert((resource, id), rule);
             }
             _ => {
-                rules.remove(&id);
+                rules.remove(&(resource, id));
             }
         }
         self.any.store(!rules.is_empty(), Ordering::Release);
     }
 
-    /// The fault for this request of `id`, if any, using up one of its `times`.
-    pub(crate) fn take(&self, id: i32) -> Option<FaultKind> {
+    /// The fault for this request of `id` of `resource`, if any, using up one of its `times`.
+    pub(crate) fn take(&self, resource: Resource, id: i32) -> Option<FaultKind> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
-        let rule = rules.get_mut(&id)?;
+        let rule = rules.get_mut(&(resource, id))?;
         let kind = rule.kind.clone();
         if let Some(left) = &mut rule.times {
             *left = left.saturating_sub(1);
             if *left == 0 {
-                rules.remove(&id);
+                rules.remove(&(resource, id));
                 self.any.store(!rules.is_empty(), Ordering::Release);
             }
         }
@@ -156,18 +157,33 @@ mod tests {
 
     #[test]
     fn times_counts_down_then_clears() {
+        const P: Resource = Resource::Pokemon;
         let table = FaultTable::default();
-        table.set(7, Some(FaultRule::times(FaultKind::MalformedJson, 2)));
-        assert_eq!(table.take(8), None);
-        assert_eq!(table.take(7), Some(FaultKind::MalformedJson));
-        assert_eq!(table.take(7), Some(FaultKind::MalformedJson));
-        assert_eq!(table.take(7), None);
-        table.set(7, Some(FaultRule::always(FaultKind::NotFound)));
+        table.set(P, 7, Some(FaultRule::times(FaultKind::MalformedJson, 2)));
+        assert_eq!(table.take(P, 8), None);
+        assert_eq!(table.take(P, 7), Some(FaultKind::MalformedJson));
+        assert_eq!(table.take(P, 7), Some(FaultKind::MalformedJson));
+        assert_eq!(table.take(P, 7), None);
+        table.set(P, 7, Some(FaultRule::always(FaultKind::NotFound)));
         for _ in 0..5 {
-            assert_eq!(table.take(7), Some(FaultKind::NotFound));
+            assert_eq!(table.take(P, 7), Some(FaultKind::NotFound));
         }
-        table.set(7, None);
-        assert_eq!(table.take(7), None);
+        table.set(P, 7, None);
+        assert_eq!(table.take(P, 7), None);
+    }
+
+    #[test]
+    fn rules_are_per_resource() {
+        let table = FaultTable::new([(
+            (Resource::PokemonSpecies, 133),
+            FaultRule::times(FaultKind::ServerError(500), 1),
+        )]);
+        assert_eq!(table.take(Resource::Pokemon, 133), None);
+        assert_eq!(
+            table.take(Resource::PokemonSpecies, 133),
+            Some(FaultKind::ServerError(500))
+        );
+        assert_eq!(table.take(Resource::PokemonSpecies, 133), None);
     }
 
     #[test]

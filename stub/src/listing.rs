@@ -1,5 +1,6 @@
-//! The paginated list endpoint's query parsing and JSON, shaped like the live API:
-//! `{"count":N,"next":..,"previous":..,"results":[{"name":..,"url":..}]}` with absolute URLs.
+//! The paginated list endpoints' query parsing and JSON, shaped like the live API:
+//! `{"count":N,"next":..,"previous":..,"results":[{"name":..,"url":..}]}` with absolute URLs
+//! (evolution chains have no names, and their entries only a `url`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -8,6 +9,7 @@ use serde::Serialize;
 
 use crate::dataset::Dataset;
 use crate::faults::ListFault;
+use crate::resource::Resource;
 
 /// Page size when `limit` is absent, as on pokeapi.co.
 pub(crate) const DEFAULT_LIMIT: usize = 20;
@@ -22,7 +24,8 @@ struct Page<'a> {
 
 #[derive(Serialize)]
 struct Entry<'a> {
-    name: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<Cow<'a, str>>,
     url: String,
 }
 
@@ -49,34 +52,37 @@ pub(crate) fn parse_query(query: Option<&str>) -> Result<(usize, usize), String>
     Ok((offset, limit))
 }
 
-/// The JSON of one page, with URLs under `http://<host>/api/v2/`, and the entries of the ids in
-/// `faults` spoilt as they say.
+/// The JSON of one page of `resource`, with URLs under `http://<host>/api/v2/`, and the entries
+/// of the ids in `faults` spoilt as they say.
 pub(crate) fn render_page(
     dataset: &Dataset,
+    resource: Resource,
     host: &str,
     offset: usize,
     limit: usize,
     faults: &HashMap<i32, ListFault>,
 ) -> serde_json::Result<Vec<u8>> {
-    let count = dataset.len();
+    let ids = dataset.resource_ids(resource);
+    let count = ids.len();
     let end = offset.saturating_add(limit).min(count);
     let start = offset.min(end);
+    let path = resource.name();
     let page_url =
-        |offset: usize| format!("http://{host}/api/v2/pokemon?offset={offset}&limit={limit}");
+        |offset: usize| format!("http://{host}/api/v2/{path}?offset={offset}&limit={limit}");
     let page = Page {
         count,
         next: (offset.saturating_add(limit) < count).then(|| page_url(offset + limit)),
         previous: (offset > 0).then(|| page_url(offset.saturating_sub(limit))),
         results: (start..end)
             .map(|pos| {
-                let id = dataset.ids()[pos];
-                let name = dataset.name_at(pos);
+                let id = ids[pos];
+                let name = dataset.resource_name_at(resource, pos);
                 Entry {
-                    name: match faults.get(&id) {
+                    name: name.map(|name| match faults.get(&id) {
                         Some(ListFault::NulInName) => Cow::Owned(format!("{name}\u{0}")),
                         None => Cow::Borrowed(name),
-                    },
-                    url: format!("http://{host}/api/v2/pokemon/{id}/"),
+                    }),
+                    url: format!("http://{host}/api/v2/{path}/{id}/"),
                 }
             })
             .collect(),
@@ -103,21 +109,22 @@ mod tests {
     fn pages_link_like_the_live_api() {
         let d = Dataset::synthetic(45, 1);
         let v: serde_json::Value = serde_json::from_slice(
-            &render_page(&d, "h:1", 0, 20, &HashMap::new()).expect("render"),
+            &render_page(&d, Resource::Pokemon, "h:1", 0, 20, &HashMap::new()).expect("render"),
         )
         .expect("json");
         assert_eq!(v["count"], 45);
         assert_eq!(v["next"], "http://h:1/api/v2/pokemon?offset=20&limit=20");
         assert!(v["previous"].is_null());
         assert_eq!(v["results"][0]["url"], "http://h:1/api/v2/pokemon/1/");
-        let v: serde_json::Value =
-            serde_json::from_slice(&render_page(&d, "h", 40, 20, &HashMap::new()).expect("render"))
-                .expect("json");
+        let v: serde_json::Value = serde_json::from_slice(
+            &render_page(&d, Resource::Pokemon, "h", 40, 20, &HashMap::new()).expect("render"),
+        )
+        .expect("json");
         assert!(v["next"].is_null());
         assert_eq!(v["previous"], "http://h/api/v2/pokemon?offset=20&limit=20");
         assert_eq!(v["results"].as_array().map(Vec::len), Some(5));
         let v: serde_json::Value = serde_json::from_slice(
-            &render_page(&d, "h", 2000, 20, &HashMap::new()).expect("render"),
+            &render_page(&d, Resource::Pokemon, "h", 2000, 20, &HashMap::new()).expect("render"),
         )
         .expect("json");
         assert_eq!(v["results"].as_array().map(Vec::len), Some(0));

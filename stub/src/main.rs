@@ -6,18 +6,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use pokeapi_stub::parse::{parse_duration, parse_fault_rate, parse_fault_spec};
-use pokeapi_stub::{FaultRule, StubConfig, spawn};
+use pokeapi_stub::parse::{parse_duration, parse_fault_rate, parse_fault_target};
+use pokeapi_stub::{FaultRule, Resource, StubConfig, spawn};
 use tracing_subscriber::EnvFilter;
 
-/// Local PokeAPI stand-in: deterministic pokemon under /api/v2, with optional faults.
+/// Local PokeAPI stand-in: deterministic pokemon, and the species, evolution chains, types,
+/// abilities and moves they link, under /api/v2, with optional faults.
 #[derive(Parser, Debug)]
 #[command(name = "pokeapi-stub", version)]
 struct Args {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, env = "STUB_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Number of pokemon (ids 1..=1025, then 10001...).
+    /// Number of pokemon (ids 1..=1025, then 10001...); as many species as national-dex ids,
+    /// and their evolution chains (types, abilities and moves are a fixed set).
     #[arg(long, env = "STUB_COUNT", default_value_t = 1351,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     count: u32,
@@ -27,7 +29,8 @@ struct Args {
     /// Delay added to every request, e.g. 50ms.
     #[arg(long, env = "STUB_LATENCY", default_value = "0ms", value_parser = parse_duration)]
     latency: Duration,
-    /// Fraction (0..=1) of detail requests that get a transient 429, 503 or dropped body.
+    /// Fraction (0..=1) of detail requests (of every resource) that get a transient 429, 503 or
+    /// dropped body.
     #[arg(long, env = "STUB_FAULT_RATE", default_value_t = 0.0,
           value_parser = parse_fault_rate)]
     fault_rate: f64,
@@ -39,13 +42,15 @@ struct Args {
     /// Requests of each flaky id that fail before it succeeds.
     #[arg(long, env = "STUB_FLAKY_TIMES", default_value_t = 2)]
     flaky_times: u32,
-    /// <id>:<kind>[:<times>], kind one of 404, 429, 500-599, malformed, drop, slow[=<dur>],
-    /// wrong-id, nul (a valid document whose species name holds U+0000, which Postgres cannot
-    /// store). Repeatable (comma-separated in the env var).
-    #[arg(long = "fault", env = "STUB_FAULTS", value_name = "ID:KIND[:TIMES]",
-          value_delimiter = ',', value_parser = parse_fault_spec)]
-    faults: Vec<(i32, FaultRule)>,
-    /// Serve the real payloads in <dir>/pokemon/*.json instead of generated ones.
+    /// [<resource>/]<id>:<kind>[:<times>], kind one of 404, 429, 500-599, malformed, drop,
+    /// slow[=<dur>], wrong-id, nul (a valid document whose species name holds U+0000, which
+    /// Postgres cannot store). Without a resource the id is a pokemon's; with one, e.g.
+    /// pokemon-species/133:500, of that resource. Repeatable (comma-separated in the env var).
+    #[arg(long = "fault", env = "STUB_FAULTS", value_name = "[RESOURCE/]ID:KIND[:TIMES]",
+          value_delimiter = ',', value_parser = parse_fault_target)]
+    faults: Vec<(Resource, i32, FaultRule)>,
+    /// Serve the real payloads in <dir>/pokemon/*.json instead of generated ones, and those of
+    /// <dir>/<resource>/*.json for the other resources (none where the folder is missing).
     #[arg(long, env = "STUB_SAMPLES_DIR")]
     samples_dir: Option<PathBuf>,
 }
@@ -59,6 +64,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let mut faults = HashMap::new();
+    let mut resource_faults = HashMap::new();
+    for (resource, id, rule) in args.faults {
+        match resource {
+            Resource::Pokemon => faults.insert(id, rule),
+            other => resource_faults.insert((other, id), rule),
+        };
+    }
     let config = StubConfig {
         count: args.count,
         seed: args.seed,
@@ -66,7 +79,8 @@ async fn main() -> anyhow::Result<()> {
         fault_rate: args.fault_rate,
         flaky_share: args.flaky_share,
         flaky_times: args.flaky_times,
-        faults: args.faults.into_iter().collect::<HashMap<_, _>>(),
+        faults,
+        resource_faults,
         samples_dir: args.samples_dir,
     };
     let handle = spawn(config, args.listen).await?;

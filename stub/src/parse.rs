@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::faults::{FaultKind, FaultRule};
+use crate::resource::Resource;
 
 /// Delay of `slow` when no duration is given.
 pub const DEFAULT_SLOW: Duration = Duration::from_secs(3);
@@ -105,6 +106,26 @@ pub fn parse_fault_spec(s: &str) -> Result<(i32, FaultRule), String> {
     Ok((id, FaultRule { kind, times }))
 }
 
+/// `[<resource>/]<id>:<kind>[:<times>]`: [`parse_fault_spec`] for an id of any resource,
+/// `pokemon-species/133:500` for species 133; without a resource, a pokemon id.
+pub fn parse_fault_target(s: &str) -> Result<(Resource, i32, FaultRule), String> {
+    let (target, rest) = s.split_once(':').unwrap_or((s, ""));
+    let Some((resource, id)) = target.split_once('/') else {
+        let (id, rule) = parse_fault_spec(s)?;
+        return Ok((Resource::Pokemon, id, rule));
+    };
+    let resource = Resource::from_name(resource.trim()).ok_or_else(|| {
+        let names: Vec<&str> = Resource::ALL.iter().map(|r| r.name()).collect();
+        format!(
+            "{s:?}: unknown resource {resource:?} (one of {})",
+            names.join(", ")
+        )
+    })?;
+    let (id, rule) =
+        parse_fault_spec(&format!("{id}:{rest}")).map_err(|e| format!("{s:?}: {e}"))?;
+    Ok((resource, id, rule))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +195,43 @@ mod tests {
             "25:slow=fast",
         ] {
             assert!(parse_fault_spec(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fault_targets_name_a_resource_or_mean_pokemon() {
+        assert_eq!(
+            parse_fault_target("pokemon-species/133:500"),
+            Ok((
+                Resource::PokemonSpecies,
+                133,
+                FaultRule::always(FaultKind::ServerError(500))
+            ))
+        );
+        assert_eq!(
+            parse_fault_target("type/10002:404:2"),
+            Ok((
+                Resource::Type,
+                10002,
+                FaultRule::times(FaultKind::NotFound, 2)
+            ))
+        );
+        assert_eq!(
+            parse_fault_target("25:503:2"),
+            Ok((
+                Resource::Pokemon,
+                25,
+                FaultRule::times(FaultKind::ServerError(503), 2)
+            ))
+        );
+        for bad in [
+            "berry/1:500",
+            "move/x:500",
+            "move/1",
+            "move/1:teapot",
+            "/1:500",
+        ] {
+            assert!(parse_fault_target(bad).is_err(), "{bad}");
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::counters::Counters;
 use crate::dataset::{Dataset, Payload};
 use crate::faults::{self, FaultKind, FaultRule, FaultTable, ListFault};
 use crate::listing;
+use crate::resource::Resource;
 
 /// How long [`StubHandle::shutdown`] waits for open connections before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -39,7 +40,8 @@ const DROP_PAUSE: Duration = Duration::from_millis(20);
 struct AppState {
     dataset: Arc<Dataset>,
     faults: FaultTable,
-    /// Per-id faults of list entries (rare, and list pages are few: a plain lock will do).
+    /// Per-id faults of pokemon list entries (rare, and list pages are few: a plain lock will
+    /// do).
     list_faults: Mutex<HashMap<i32, ListFault>>,
     counters: Counters,
     latency: Duration,
@@ -81,10 +83,15 @@ pub async fn spawn(config: StubConfig, addr: SocketAddr) -> anyhow::Result<StubH
         .await
         .with_context(|| format!("binding {addr}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let faults = config
+        .faults
+        .into_iter()
+        .map(|(id, rule)| ((Resource::Pokemon, id), rule))
+        .chain(config.resource_faults);
     let state = Arc::new(AppState {
-        counters: Counters::new(dataset.len()),
+        counters: Counters::new(|resource| dataset.resource_ids(resource).len()),
         dataset: Arc::new(dataset),
-        faults: FaultTable::new(config.faults),
+        faults: FaultTable::new(faults),
         list_faults: Mutex::default(),
         latency: config.latency,
         fault_rate: config.fault_rate,
@@ -158,36 +165,59 @@ impl StubHandle {
         self.state.dataset.clone()
     }
 
-    /// Detail requests received for `id` (including faulted ones); 0 for unknown ids.
+    /// Detail requests received for pokemon `id` (including faulted ones); 0 for unknown ids.
     pub fn detail_requests(&self, id: i32) -> u32 {
+        self.resource_detail_requests(Resource::Pokemon, id)
+    }
+
+    /// Detail requests received for `id` of `resource` (including faulted ones); 0 for ids it
+    /// does not serve.
+    pub fn resource_detail_requests(&self, resource: Resource, id: i32) -> u32 {
         self.state
             .dataset
-            .position(id)
-            .map_or(0, |pos| self.state.counters.hits(pos))
+            .resource_position(resource, id)
+            .map_or(0, |pos| self.state.counters.hits(resource, pos))
     }
 
-    /// All detail requests received, including those for unknown ids.
+    /// All pokemon detail requests received, including those for unknown ids.
     pub fn total_detail_requests(&self) -> u64 {
-        self.state.counters.total_detail()
+        self.resource_total_detail_requests(Resource::Pokemon)
     }
 
-    /// Detail requests answered `304 Not Modified` (conditional requests for unchanged data).
+    /// All detail requests of `resource` received, including those for unknown ids.
+    pub fn resource_total_detail_requests(&self, resource: Resource) -> u64 {
+        self.state.counters.total_detail(resource)
+    }
+
+    /// Pokemon detail requests answered `304 Not Modified` (conditional requests for unchanged
+    /// data).
     pub fn not_modified_responses(&self) -> u64 {
-        self.state.counters.not_modified_total()
+        self.state.counters.not_modified_total(Resource::Pokemon)
     }
 
-    /// List requests received.
+    /// Pokemon list requests received.
     pub fn list_requests(&self) -> u64 {
-        self.state.counters.lists()
+        self.resource_list_requests(Resource::Pokemon)
     }
 
-    /// Installs a fault rule for `id`, replacing any previous one; `None` removes it.
+    /// List requests of `resource` received.
+    pub fn resource_list_requests(&self, resource: Resource) -> u64 {
+        self.state.counters.lists(resource)
+    }
+
+    /// Installs a fault rule for pokemon `id`, replacing any previous one; `None` removes it.
     pub fn set_fault(&self, id: i32, rule: Option<FaultRule>) {
-        self.state.faults.set(id, rule);
+        self.set_resource_fault(Resource::Pokemon, id, rule);
     }
 
-    /// Installs a fault for the list entry of `id`, replacing any previous one; `None` removes
+    /// Installs a fault rule for `id` of `resource`, replacing any previous one; `None` removes
     /// it.
+    pub fn set_resource_fault(&self, resource: Resource, id: i32, rule: Option<FaultRule>) {
+        self.state.faults.set(resource, id, rule);
+    }
+
+    /// Installs a fault for the list entry of pokemon `id`, replacing any previous one; `None`
+    /// removes it.
     pub fn set_list_fault(&self, id: i32, fault: Option<ListFault>) {
         let mut faults = self
             .state
@@ -218,10 +248,10 @@ impl StubHandle {
 
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/api/v2/pokemon", get(list))
-        .route("/api/v2/pokemon/", get(list))
-        .route("/api/v2/pokemon/{id}", get(detail))
-        .route("/api/v2/pokemon/{id}/", get(detail))
+        .route("/api/v2/{resource}", get(list))
+        .route("/api/v2/{resource}/", get(list))
+        .route("/api/v2/{resource}/{id}", get(detail))
+        .route("/api/v2/{resource}/{id}/", get(detail))
         .fallback(|| async { not_found() })
         .with_state(state)
 }
@@ -232,10 +262,15 @@ fn not_found() -> Response {
 
 async fn list(
     State(state): State<Arc<AppState>>,
+    Path(resource): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    state.counters.list();
+    // An unknown resource is a path the stub does not serve, like any other.
+    let Some(resource) = Resource::from_name(&resource) else {
+        return not_found();
+    };
+    state.counters.list(resource);
     state.delay().await;
     let (offset, limit) = match listing::parse_query(query.as_deref()) {
         Ok(page) => page,
@@ -246,61 +281,76 @@ async fn list(
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '\\']))
         .unwrap_or(&state.fallback_host);
-    let list_faults = state
-        .list_faults
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    match listing::render_page(&state.dataset, host, offset, limit, &list_faults) {
+    let list_faults = match resource {
+        Resource::Pokemon => state
+            .list_faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        _ => HashMap::new(),
+    };
+    let page = listing::render_page(&state.dataset, resource, host, offset, limit, &list_faults);
+    match page {
         Ok(body) => json(StatusCode::OK, body.len(), Body::from(body)),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
-/// Validators of a detail document: its bytes depend only on the seed and the id, like a real
-/// API's ETag depends on the content. `Last-Modified` is the dataset's fixed date.
-fn etag(seed: u64, id: i32) -> String {
-    format!("\"pokeapi-stub-{seed:x}-{id}\"")
+/// Validators of a detail document: its bytes depend only on the seed, the resource and the id,
+/// like a real API's ETag depends on the content. `Last-Modified` is the dataset's fixed date.
+fn etag(seed: u64, resource: Resource, id: i32) -> String {
+    match resource {
+        Resource::Pokemon => format!("\"pokeapi-stub-{seed:x}-{id}\""),
+        other => format!("\"pokeapi-stub-{seed:x}-{other}-{id}\""),
+    }
 }
 const LAST_MODIFIED: &str = "Sat, 08 Aug 2026 00:00:00 GMT";
 
 async fn detail(
     State(state): State<Arc<AppState>>,
-    Path(raw_id): Path<String>,
+    Path((resource, raw_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    state.counters.detail();
+    let Some(resource) = Resource::from_name(&resource) else {
+        return not_found();
+    };
+    state.counters.detail(resource);
     let known = raw_id
         .parse::<i32>()
         .ok()
-        .and_then(|id| Some((id, state.dataset.position(id)?)));
+        .and_then(|id| Some((id, state.dataset.resource_position(resource, id)?)));
     let Some((id, pos)) = known else {
         state.delay().await;
         return not_found();
     };
-    let number = state.counters.hit(pos);
+    let number = state.counters.hit(resource, pos);
     state.delay().await;
+    let seed = state.seed ^ resource.salt();
     let fault = state
         .faults
-        .take(id)
-        .or_else(|| faults::rate_fault(state.seed, id, number, state.fault_rate))
-        .or_else(|| {
-            faults::flaky_fault(state.seed, id, number, state.flaky_share, state.flaky_times)
-        });
+        .take(resource, id)
+        .or_else(|| faults::rate_fault(seed, id, number, state.fault_rate))
+        .or_else(|| faults::flaky_fault(seed, id, number, state.flaky_share, state.flaky_times));
     let Some(kind) = fault else {
-        let tag = etag(state.seed, id);
+        let tag = etag(state.seed, resource, id);
         // A conditional request for what the client already has: 304, no body.
         let unchanged = headers
             .get(IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
         if unchanged {
-            state.counters.not_modified();
+            state.counters.not_modified(resource);
             return StatusCode::NOT_MODIFIED.into_response();
         }
-        let mut response = match state.dataset.body(id) {
-            Some(payload) => payload_response(payload),
-            None => return not_found(),
+        let mut response = match resource {
+            Resource::Pokemon => match state.dataset.body(id) {
+                Some(payload) => payload_response(payload),
+                None => return not_found(),
+            },
+            _ => match state.dataset.document(resource, id) {
+                Some(body) => json(StatusCode::OK, body.len(), Body::from(body)),
+                None => return not_found(),
+            },
         };
         if let Ok(value) = HeaderValue::from_str(&tag) {
             response.headers_mut().insert(ETAG, value);
@@ -311,8 +361,8 @@ async fn detail(
         );
         return response;
     };
-    tracing::debug!(id, number, fault = ?kind, "injecting fault");
-    fault_response(&state, id, pos, kind)
+    tracing::debug!(%resource, id, number, fault = ?kind, "injecting fault");
+    fault_response(&state, resource, id, pos, kind)
 }
 
 fn json(status: StatusCode, len: usize, body: Body) -> Response {
@@ -334,7 +384,13 @@ fn payload_response(payload: Payload) -> Response {
     json(StatusCode::OK, len, Body::from_stream(stream::iter(chunks)))
 }
 
-fn fault_response(state: &AppState, id: i32, pos: usize, kind: FaultKind) -> Response {
+fn fault_response(
+    state: &AppState,
+    resource: Resource,
+    id: i32,
+    pos: usize,
+    kind: FaultKind,
+) -> Response {
     let dataset = &state.dataset;
     match kind {
         FaultKind::NotFound => not_found(),
@@ -350,12 +406,12 @@ fn fault_response(state: &AppState, id: i32, pos: usize, kind: FaultKind) -> Res
             (status, status.canonical_reason().unwrap_or("Server Error")).into_response()
         }
         FaultKind::MalformedJson => {
-            let full = dataset.payload(id).unwrap_or_default();
+            let full = dataset.document(resource, id).unwrap_or_default();
             let cut = full.slice(..full.len() / 2);
             json(StatusCode::OK, cut.len(), Body::from(cut))
         }
         FaultKind::DropMidBody => {
-            let full = dataset.payload(id).unwrap_or_default();
+            let full = dataset.document(resource, id).unwrap_or_default();
             let len = full.len();
             let part = full.slice(..len / 2);
             let abort = stream::once(async {
@@ -369,7 +425,7 @@ fn fault_response(state: &AppState, id: i32, pos: usize, kind: FaultKind) -> Res
             json(StatusCode::OK, len, Body::from_stream(body))
         }
         FaultKind::SlowBody(delay) => {
-            let full = dataset.payload(id).unwrap_or_default();
+            let full = dataset.document(resource, id).unwrap_or_default();
             let len = full.len();
             let body = stream::once(async move {
                 tokio::time::sleep(delay).await;
@@ -377,32 +433,42 @@ fn fault_response(state: &AppState, id: i32, pos: usize, kind: FaultKind) -> Res
             });
             json(StatusCode::OK, len, Body::from_stream(body))
         }
-        FaultKind::NulInString => match dataset.payload(id).and_then(|body| with_nul(&body)) {
+        FaultKind::NulInString => match dataset
+            .document(resource, id)
+            .and_then(|body| with_nul(&body))
+        {
             Some(body) => json(StatusCode::OK, body.len(), Body::from(body)),
             None => not_found(),
         },
         FaultKind::WrongId => {
-            let ids = dataset.ids();
+            let ids = dataset.resource_ids(resource);
             let other = if ids.len() > 1 {
                 ids[(pos + 1) % ids.len()]
             } else {
                 id.wrapping_add(1)
             };
-            match dataset.body_with_id(id, other) {
-                Some(payload) => payload_response(payload),
-                None => not_found(),
+            match resource {
+                Resource::Pokemon => match dataset.body_with_id(id, other) {
+                    Some(payload) => payload_response(payload),
+                    None => not_found(),
+                },
+                _ => match dataset.document_with_id(resource, id, other) {
+                    Some(body) => json(StatusCode::OK, body.len(), Body::from(body)),
+                    None => not_found(),
+                },
             }
         }
     }
 }
 
-/// `body` with U+0000 appended to its `species.name` (or, lacking one, its `name`).
+/// `body` with U+0000 appended to its `species.name` (or, lacking one, its `name`; an
+/// evolution chain, its root's `chain.species.name`).
 fn with_nul(body: &[u8]) -> Option<Vec<u8>> {
     let mut document: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let name = match document.pointer_mut("/species/name") {
-        Some(name) if name.is_string() => name,
-        _ => document.get_mut("name")?,
-    };
+    let path = ["/species/name", "/name", "/chain/species/name"]
+        .into_iter()
+        .find(|path| document.pointer(path).is_some_and(|v| v.is_string()))?;
+    let name = document.pointer_mut(path)?;
     let text = format!("{}\u{0}", name.as_str()?);
     *name = serde_json::Value::String(text);
     serde_json::to_vec(&document).ok()

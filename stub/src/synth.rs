@@ -22,7 +22,7 @@ const STREAM_SPEC: u64 = 1;
 const STREAM_MOVES: u64 = 2;
 
 /// Entries in the shared move pool (about 2 KB each, ~4.5 MB in all).
-const POOL_ENTRIES: usize = 2048;
+pub(crate) const POOL_ENTRIES: usize = 2048;
 /// Most moves in one payload. Below [`MOVE_COUNT`], so a window never repeats a move.
 const MAX_WINDOW: usize = 700;
 /// Approximate size of everything but `moves`, subtracted from the size target.
@@ -167,7 +167,7 @@ fn with_counter(base: &str, sep: &str, taken: &HashSet<String>) -> String {
     }
 }
 
-fn generation_of(id: i32) -> u8 {
+pub(crate) fn generation_of(id: i32) -> u8 {
     const LAST_OF_GEN: [i32; 8] = [151, 251, 386, 493, 649, 721, 809, 905];
     LAST_OF_GEN.iter().take_while(|&&last| id > last).count() as u8 + 1
 }

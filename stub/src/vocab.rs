@@ -200,6 +200,114 @@ pub(crate) fn ability_name(i: usize) -> [&'static str; 2] {
     ]
 }
 
+/// The types without pokemon of their own (`stellar`, and the `unknown` and `shadow` types of
+/// spin-off games, whose ids continue at 10001 like alternate forms), with their ids.
+pub(crate) const EXTRA_TYPES: [(&str, u16); 3] =
+    [("stellar", 19), ("unknown", 10001), ("shadow", 10002)];
+
+/// Evolution triggers with their ids.
+pub(crate) const TRIGGERS: [(&str, u16); 3] = [("level-up", 1), ("trade", 2), ("use-item", 3)];
+
+/// Items used on a pokemon to evolve it (name, id).
+pub(crate) const EVOLUTION_ITEMS: [(&str, u16); 10] = [
+    ("sun-stone", 80),
+    ("moon-stone", 81),
+    ("fire-stone", 82),
+    ("thunder-stone", 83),
+    ("water-stone", 84),
+    ("leaf-stone", 85),
+    ("shiny-stone", 107),
+    ("dusk-stone", 108),
+    ("dawn-stone", 109),
+    ("ice-stone", 885),
+];
+
+/// Items held while trading to evolve (name, id).
+pub(crate) const TRADE_ITEMS: [(&str, u16); 4] = [
+    ("kings-rock", 198),
+    ("metal-coat", 233),
+    ("dragon-scale", 235),
+    ("up-grade", 252),
+];
+
+/// Move damage classes with their ids.
+pub(crate) const DAMAGE_CLASSES: [(&str, u16); 3] =
+    [("status", 1), ("physical", 2), ("special", 3)];
+
+/// Status conditions a move may cause (name, `/api/v2/move-ailment/<id>/`), with the verb of
+/// its effect text.
+pub(crate) const AILMENTS: [(&str, u16, &str); 5] = [
+    ("paralysis", 1, "paralyze"),
+    ("sleep", 2, "put to sleep"),
+    ("freeze", 3, "freeze"),
+    ("burn", 4, "burn"),
+    ("poison", 5, "poison"),
+];
+
+/// Game versions whose Pokédex entries species carry (name, id), oldest first.
+pub(crate) const FLAVOR_VERSIONS: [(&str, u16); 9] = [
+    ("red", 1),
+    ("gold", 4),
+    ("ruby", 7),
+    ("diamond", 12),
+    ("black", 17),
+    ("x", 23),
+    ("sun", 27),
+    ("sword", 33),
+    ("scarlet", 40),
+];
+
+/// Fragments of genera and Pokédex texts.
+pub(crate) const GENUS_WORDS: [&str; 16] = [
+    "Seed",
+    "Lizard",
+    "Mouse",
+    "Evolution",
+    "Flame",
+    "Bubble",
+    "Cocoon",
+    "Bird",
+    "Poison",
+    "Mole",
+    "Psi",
+    "Balloon",
+    "Drill",
+    "Shadow",
+    "Frost",
+    "Thunder",
+];
+pub(crate) const FLAVOR_SUBJECTS: [&str; 8] = [
+    "It stores energy in its tail",
+    "Its body glows faintly at night",
+    "It lives in deep forests",
+    "This Pokémon is rarely seen",
+    "It sleeps for most of the day",
+    "Its cry echoes across valleys",
+    "It hides from strangers",
+    "It is very loyal to its Trainer",
+];
+pub(crate) const FLAVOR_ENDINGS: [&str; 8] = [
+    "and releases it when threatened.",
+    "so that travellers can find their way.",
+    "where few people ever go.",
+    "and only a few have been caught.",
+    "but wakes at the slightest noise.",
+    "when a storm is coming.",
+    "until it learns to trust them.",
+    "and follows it everywhere.",
+];
+
+/// Generation whose games introduced the type of a given id (`type_generation(13)`: 1).
+pub(crate) fn type_generation(type_id: u16) -> u8 {
+    match type_id {
+        9 | 17 | 10001 => 2,
+        10002 => 3,
+        18 => 6,
+        19 => 9,
+        _ => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

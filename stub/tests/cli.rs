@@ -15,6 +15,7 @@ fn bad_values_exit_2_naming_flag_and_value() {
         ("--latency", "fast"),
         ("--fault-rate", "2"),
         ("--fault", "25:teapot"),
+        ("--fault", "berry/1:500"),
         ("--count", "minus-one"),
         ("--listen", "nowhere"),
     ] {
@@ -40,6 +41,8 @@ async fn serves_then_stops_on_sigterm() {
             "30",
             "--fault",
             "3:404",
+            "--fault",
+            "pokemon-species/2:503",
         ])
         .env("STUB_LATENCY", "1ms")
         .stdout(Stdio::piped())
@@ -65,6 +68,19 @@ async fn serves_then_stops_on_sigterm() {
     assert_eq!(page["count"], 30);
     assert_eq!(common::get(addr, "/api/v2/pokemon/2/").await.status, 200);
     assert_eq!(common::get(addr, "/api/v2/pokemon/3/").await.status, 404);
+    let species = common::get(addr, "/api/v2/pokemon-species/?limit=100")
+        .await
+        .json();
+    assert_eq!(species["count"], 30);
+    assert_eq!(
+        common::get(addr, "/api/v2/pokemon-species/2/").await.status,
+        503
+    );
+    assert_eq!(
+        common::get(addr, "/api/v2/pokemon-species/3/").await.status,
+        200
+    );
+    assert_eq!(common::get(addr, "/api/v2/pokemon/2/").await.status, 200);
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

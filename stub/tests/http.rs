@@ -134,7 +134,7 @@ async fn detail_serves_the_dataset_payload() {
         "/api/v2/pokemon/0/",
         "/api/v2/pokemon/pikachu/",
         "/api/v2/pokemon/25/encounters",
-        "/api/v2/type/1/",
+        "/api/v2/berry/1/",
         "/nothing",
     ] {
         let reply = get(addr, path).await;

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use common::get;
-use pokeapi_stub::{Dataset, StubConfig, spawn};
+use pokeapi_stub::{Dataset, Resource, StubConfig, spawn};
 use serde_json::Value;
 
 fn scratch_dir(name: &str) -> PathBuf {
@@ -138,5 +138,121 @@ async fn real_samples_are_served_with_rewritten_ids() {
         }
         assert_eq!(served, original, "id {id}");
     }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_other_resources_serve_their_folders_and_nothing_without_one() {
+    let dir = scratch_dir("resources");
+    let pokemon = r#"{"abilities":[],"base_experience":1,"height":1,"id":1,"moves":[],
+        "name":"p","species":{"name":"s","url":"/y/"},"sprites":{"front_default":null},
+        "stats":[],"types":[{"slot":1,"type":{"name":"electric"}}],"weight":1}"#;
+    std::fs::write(dir.join("pokemon/1.json"), pokemon).expect("write sample");
+    std::fs::create_dir_all(dir.join("type")).expect("type folder");
+    for (id, name) in [(10002, "shadow"), (13, "electric")] {
+        let document = format!("{{\n    \"id\": {id},\n    \"name\": \"{name}\"\n}}");
+        std::fs::write(dir.join(format!("type/{id}.json")), document).expect("write type");
+    }
+    let s = spawn(
+        StubConfig {
+            count: 3,
+            samples_dir: Some(dir.clone()),
+            ..StubConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .expect("spawn in samples mode");
+    let page = get(s.addr(), "/api/v2/type/").await.json();
+    assert_eq!(page["count"], 2);
+    assert_eq!(page["results"][0]["name"], "electric");
+    assert_eq!(
+        page["results"][1]["url"],
+        format!("http://{}/api/v2/type/10002/", s.addr())
+    );
+    let served = get(s.addr(), "/api/v2/type/13/").await;
+    assert_eq!(
+        served.text(),
+        r#"{"id":13,"name":"electric"}"#,
+        "as the file, compact"
+    );
+    let page = get(s.addr(), "/api/v2/pokemon-species/").await.json();
+    assert_eq!(
+        (page["count"].as_u64(), page["next"].is_null()),
+        (Some(0), true)
+    );
+    assert_eq!(
+        get(s.addr(), "/api/v2/pokemon-species/1/").await.status,
+        404
+    );
+    assert_eq!(get(s.addr(), "/api/v2/pokemon/3/").await.status, 200);
+    s.shutdown().await;
+
+    std::fs::write(dir.join("type/again.json"), r#"{"id":13,"name":"x"}"#).expect("write");
+    let error = Dataset::from_samples(&dir, 3)
+        .err()
+        .expect("two files for one id");
+    assert!(format!("{error:#}").contains("id 13"), "{error:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn real_samples_of_every_resource_are_served_as_they_are() {
+    let Some(dir) = std::env::var_os("POKEAPI_SAMPLES").map(PathBuf::from) else {
+        let on_ci = std::env::var("CI").is_ok_and(|ci| !matches!(ci.as_str(), "" | "false" | "0"));
+        assert!(
+            !on_ci,
+            "POKEAPI_SAMPLES is not set, and under CI it must be: set it to the absolute path of a \
+             folder of real PokeAPI payloads (`.ci/run` uses ../shared/pokeapi-samples)"
+        );
+        eprintln!("note: POKEAPI_SAMPLES not set; skipping the real-samples test");
+        return;
+    };
+    let s = spawn(
+        StubConfig {
+            count: 20,
+            samples_dir: Some(dir.clone()),
+            ..StubConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .expect("spawn in samples mode");
+    let mut served = 0;
+    for resource in &Resource::ALL[1..] {
+        let mut files: Vec<(i64, Value)> = std::fs::read_dir(dir.join(resource.name()))
+            .expect("a sample folder")
+            .map(|e| e.expect("entry").path())
+            .map(|p| {
+                let v: Value =
+                    serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+                (v["id"].as_i64().expect("id"), v)
+            })
+            .collect();
+        files.sort_by_key(|(id, _)| *id);
+        let page = get(s.addr(), &format!("/api/v2/{resource}/?limit=100"))
+            .await
+            .json();
+        assert_eq!(
+            page["count"].as_u64(),
+            Some(files.len() as u64),
+            "{resource}"
+        );
+        for (entry, (id, original)) in page["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .zip(&files)
+        {
+            assert_eq!(entry["name"], original["name"], "{resource} {id}");
+            let reply = get(s.addr(), &format!("/api/v2/{resource}/{id}/")).await;
+            assert_eq!(reply.status, 200);
+            assert_eq!(&reply.json(), original, "{resource} {id}");
+            served += 1;
+        }
+    }
+    assert!(served >= 10, "{served}");
+    let chains: Vec<i32> = s.dataset().resource_ids(Resource::EvolutionChain).to_vec();
+    assert!(chains.contains(&67), "eevee's chain: {chains:?}");
     s.shutdown().await;
 }
