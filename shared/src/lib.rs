@@ -10,7 +10,7 @@
 //! - [`broker`] connects to RabbitMQ and publishes with confirms; [`worker`] is what a
 //!   consumer tells the broker about itself, for the CLI to read back.
 //! - [`transform`] turns a PokeAPI detail document into the row pokeq stores; [`scan`] cuts the
-//!   few fields it reads out of the document without parsing the rest.
+//!   few fields it reads out of the document, checking the rest without decoding it.
 //! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows;
 //!   [`pgerror`] tells an outage from data the database refuses.
 //! - [`telemetry`] sets up tracing; [`shutdown`] turns signals into a cancellation token;

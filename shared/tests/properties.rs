@@ -903,12 +903,19 @@ fn arb_document() -> impl Strategy<Value = (Value, bool)> {
     )
 }
 
+/// Whether serde_json reads `body` as an object while it decodes the field names and skips
+/// every value as `IgnoredAny`: what it accepts when it reads a document into a struct such as
+/// transform's, and so what the scanner must accept.
+fn serde_json_reads_as_struct(body: &[u8]) -> bool {
+    serde_json::from_slice::<std::collections::BTreeMap<String, IgnoredAny>>(body).is_ok()
+}
+
 proptest! {
     #![proptest_config(config(256))]
 
     /// The scanner that skips unread members agrees with serde_json on every valid document,
     /// and never panics on a damaged one: what serde_json reads as an object, it picks the same
-    /// fields from.
+    /// fields from, and it refuses what serde_json refuses.
     #[test]
     fn picking_fields_agrees_with_serde_json(
         (document, pretty) in arb_document(),
@@ -936,5 +943,36 @@ proptest! {
         } else if edits.is_empty() {
             prop_assert!(false, "serde_json refused its own output");
         }
+        prop_assert_eq!(
+            pokeq_shared::scan::pick(&body, &wanted).is_ok(),
+            serde_json_reads_as_struct(&body),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    /// Damage anywhere in a payload (its big arrays cut), in a member transform reads or in one
+    /// it skips, is refused by the scanner exactly when serde_json refuses it.
+    #[test]
+    fn picking_fields_of_damaged_payloads_refuses_what_serde_json_refuses(
+        (seed, pretty) in (any::<Index>(), any::<bool>()),
+        edits in prop::collection::vec(arb_byte_edit(), 1..4),
+    ) {
+        let (_, value) = &seeds().small[seed.index(seeds().small.len())];
+        let mut body = if pretty {
+            serde_json::to_vec_pretty(value).unwrap()
+        } else {
+            serde_json::to_vec(value).unwrap()
+        };
+        for edit in &edits {
+            apply(&mut body, edit);
+        }
+        let picked = pokeq_shared::scan::pick(&body, &["id", "name", "types"]);
+        prop_assert_eq!(
+            picked.is_ok(),
+            serde_json_reads_as_struct(&body),
+            "{:?}",
+            picked
+        );
     }
 }
