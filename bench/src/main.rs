@@ -158,7 +158,7 @@ struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 enum Tool {
-    /// Shared's JSON scanner against serde_json and sonic-rs, per payload, in this process (no
+    /// transform's JSON decode (serde_json) against sonic-rs, per payload, in this process (no
     /// services needed). Prints a markdown table.
     Scan(scan::Args),
 }

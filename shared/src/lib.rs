@@ -9,8 +9,7 @@
 //! - [`topology`] names and declares the exchanges and queues, identically in every binary.
 //! - [`broker`] connects to RabbitMQ and publishes with confirms; [`worker`] is what a
 //!   consumer tells the broker about itself, for the CLI to read back.
-//! - [`transform`] turns a PokeAPI detail document into the row pokeq stores; [`scan`] cuts the
-//!   few fields it reads out of the document, checking the rest without decoding it.
+//! - [`transform`] turns a PokeAPI detail document into the row pokeq stores.
 //! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows;
 //!   [`pgerror`] tells an outage from data the database refuses.
 //! - [`telemetry`] sets up tracing; [`shutdown`] turns signals into a cancellation token;
@@ -25,7 +24,6 @@ pub mod metrics;
 pub mod pgerror;
 pub mod pokeapi;
 pub mod rate;
-pub mod scan;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
