@@ -7,6 +7,7 @@ mod children;
 mod procfs;
 mod report;
 mod run;
+mod scan;
 mod services;
 mod stubrate;
 
@@ -49,6 +50,8 @@ enum Scenario {
 #[derive(Debug, Parser)]
 #[command(name = "bench")]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Tool>,
     /// Which runs to do.
     #[arg(long, value_enum, default_value_t = Scenario::Default)]
     scenario: Scenario,
@@ -154,10 +157,26 @@ struct Cli {
     update_readme: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Tool {
+    /// transform's JSON decode (serde_json) against sonic-rs, per payload, in this process (no
+    /// services needed). Prints a markdown table.
+    Scan(scan::Args),
+}
+
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Tool::Scan(args)) = &cli.command {
+        return match scan::main(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bench scan: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

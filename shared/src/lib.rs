@@ -10,8 +10,7 @@
 //! - [`topology`] names and declares the exchanges and queues, identically in every binary.
 //! - [`broker`] connects to RabbitMQ and publishes with confirms; [`worker`] is what a
 //!   consumer tells the broker about itself, for the CLI to read back.
-//! - [`transform`] turns a PokeAPI detail document into the row pokeq stores; [`scan`] cuts the
-//!   few fields it reads out of the document without parsing the rest.
+//! - [`transform`] turns a PokeAPI detail document into the row pokeq stores.
 //! - [`resources`] are the other resources of the Pokédex (species, evolution chains, types,
 //!   abilities, moves): one module each, with its row, its transform and its upsert.
 //! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows;
@@ -33,7 +32,6 @@ pub mod rate;
 pub mod resource_rows;
 pub mod resources;
 pub mod retry;
-pub mod scan;
 pub mod secret;
 pub mod shutdown;
 pub mod store;

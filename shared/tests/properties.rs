@@ -887,58 +887,6 @@ fn transform_skips_a_deeply_nested_member_it_does_not_read() {
     assert_eq!(pokemon.id, *id);
 }
 
-/// An object with members of any JSON value, some of them the ones picked, written compactly or
-/// pretty-printed.
-fn arb_document() -> impl Strategy<Value = (Value, bool)> {
-    let name = prop_oneof![
-        Just("id".to_owned()),
-        Just("name".to_owned()),
-        Just("moves".to_owned()),
-        any::<String>(),
-    ];
-    (
-        prop::collection::vec((name, arb_json()), 0..8)
-            .prop_map(|members| Value::Object(members.into_iter().collect())),
-        any::<bool>(),
-    )
-}
-
-proptest! {
-    #![proptest_config(config(256))]
-
-    /// The scanner that skips unread members agrees with serde_json on every valid document,
-    /// and never panics on a damaged one: what serde_json reads as an object, it picks the same
-    /// fields from.
-    #[test]
-    fn picking_fields_agrees_with_serde_json(
-        (document, pretty) in arb_document(),
-        edits in prop_oneof![
-            2 => Just(Vec::new()),
-            1 => prop::collection::vec(arb_byte_edit(), 1..4),
-        ],
-    ) {
-        let mut body = if pretty {
-            serde_json::to_vec_pretty(&document).unwrap()
-        } else {
-            serde_json::to_vec(&document).unwrap()
-        };
-        for edit in &edits {
-            apply(&mut body, edit);
-        }
-        let wanted = ["id", "name"];
-        let picked = pokeq_shared::scan::pick(&body, &wanted);
-        if let Ok(Value::Object(full)) = serde_json::from_slice::<Value>(&body) {
-            let picked = picked.map_err(|e| TestCaseError::fail(format!("refused: {e}")))?;
-            let picked: Value = serde_json::from_slice(&picked).unwrap();
-            for name in wanted {
-                prop_assert_eq!(picked.get(name), full.get(name), "{}", name);
-            }
-        } else if edits.is_empty() {
-            prop_assert!(false, "serde_json refused its own output");
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The other resources' transforms
 // ---------------------------------------------------------------------------------------------

@@ -181,7 +181,7 @@ pub(super) fn storable_document(body: &[u8]) -> Result<&str, MalformedPayload> {
 fn nul_escape(body: &[u8]) -> Option<usize> {
     let mut from = 0;
     while from < body.len() {
-        let at = from + memchr::memchr(b'\\', &body[from..])?;
+        let at = from + body[from..].iter().position(|&byte| byte == b'\\')?;
         if body[at + 1..].starts_with(b"u0000") {
             return Some(at);
         }
