@@ -643,7 +643,13 @@ async fn api_errors_never_show_the_credentials_or_query_of_the_api_url() {
         secrets.user, secrets.amqp_password, closed.port, secrets.pg_password
     );
     let mut vars = program_env(&env, &api_url, &env.amqp_url, &env.database_url, "text");
-    vars.extend([("POKEQ_MAX_ATTEMPTS", "2"), ("POKEQ_RETRY_DELAYS", "200ms")]);
+    // Two requests in all (no quick retries): below the circuit's threshold of five failures,
+    // which would hold the job as an API outage instead of failing it.
+    vars.extend([
+        ("POKEQ_MAX_ATTEMPTS", "2"),
+        ("POKEQ_RETRY_DELAYS", "200ms"),
+        ("POKEQ_API_RETRIES", "0"),
+    ]);
     let consumer = Process::spawn(CONSUMER, &[], &vars);
 
     let counts = env.wait_settled(1, SETTLE).await;
