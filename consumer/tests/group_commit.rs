@@ -1,10 +1,10 @@
 //! The consumer's group commit against a real Postgres: a batch of rows is one statement, and
 //! still writes each item once, whatever the batch holds.
 
-use pokeq_shared::pokeapi::Validators;
 use pokeq_shared::store::SaveRow;
 use pokeq_shared::testkit::Fresh;
 use pokeq_shared::transform::{Pokemon, Stat};
+use pokeq_shared::validators::Validators;
 
 fn row(id: i32, name: &str) -> SaveRow {
     SaveRow {

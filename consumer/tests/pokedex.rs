@@ -1,11 +1,11 @@
 //! The Pokédex tables against a real Postgres: documents go through their resource's transform
 //! into their tables (no broker, no consumer), and the `pokedex` views answer from them.
 
-use pokeq_shared::pokeapi::Validators;
 use pokeq_shared::resource_rows::{self, SaveRecord};
 use pokeq_shared::resources;
 use pokeq_shared::store::SaveRow;
 use pokeq_shared::testkit::{Fresh, samples_dir};
+use pokeq_shared::validators::Validators;
 
 /// Eevee's pokemon document, cut to what the pokemon transform reads: the samples have eevee's
 /// species and chain but not its pokemon (pokemon/133), so the test writes that part itself.

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use pokeapi_stub::{FaultKind, FaultRule, ListFault, StubConfig};
 use pokeq_consumer::commit::Committer;
-use pokeq_shared::pokeapi::Validators;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::{ErrorClass, SaveRow};
 use pokeq_shared::testkit::Fresh;
 use pokeq_shared::testkit::metrics_listener;
 use pokeq_shared::transform::{Pokemon, Stat};
+use pokeq_shared::validators::Validators;
 use support::proxy::{Proxy, upstream};
 use support::{TestEnv, http_status, spawn_consumer, wait_until};
 

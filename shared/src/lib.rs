@@ -6,6 +6,8 @@
 //! - [`pokeapi`] is the HTTP client for the list and detail endpoints, with timeouts, a body cap
 //!   and a classification of failures into transient and permanent; [`rate`] paces it (shared
 //!   rate, adaptive concurrency, `Retry-After`) and [`circuit`] holds it through API outages.
+//!   [`validators`] are a document's `ETag` and `Last-Modified`, which the client sends back
+//!   and the store keeps per item.
 //! - [`job`] is the message a producer publishes and a consumer decodes, and its AMQP headers.
 //! - [`topology`] names and declares the exchanges and queues, identically in every binary.
 //! - [`broker`] connects to RabbitMQ and publishes with confirms; [`worker`] is what a
@@ -43,4 +45,5 @@ pub mod testkit;
 pub mod tls;
 pub mod topology;
 pub mod transform;
+pub mod validators;
 pub mod worker;

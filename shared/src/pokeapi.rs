@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
-use reqwest::header::{
-    ETAG, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
-};
+use reqwest::header::{HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, RETRY_AFTER};
 use serde::Deserialize;
 
 use crate::circuit::Circuit;
 use crate::rate::Gate;
 use crate::shutdown::CancellationToken;
+/// Re-exported: the client's answers ([`Fetched::Document`]) and conditional requests carry
+/// them, and callers of the client name them here.
+pub use crate::validators::Validators;
 
 /// Default body cap: the largest real detail document is 1.3 MB pretty-printed.
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
@@ -380,33 +381,6 @@ pub enum Fetched {
     },
     /// The copy already stored is current (HTTP 304).
     NotModified,
-}
-
-/// HTTP cache validators of a document, kept per item so a refresh can ask "has it changed?"
-/// instead of downloading it again, as PokeAPI's fair-use policy asks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Validators {
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
-}
-
-impl Validators {
-    fn of(headers: &HeaderMap) -> Self {
-        let text = |name| {
-            headers
-                .get(name)
-                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        Self {
-            etag: text(ETAG),
-            last_modified: text(LAST_MODIFIED),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.etag.is_none() && self.last_modified.is_none()
-    }
 }
 
 fn signal(result: &Result<(StatusCode, Fetched), (Option<StatusCode>, FetchError)>) -> Signal {

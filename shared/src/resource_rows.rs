@@ -9,9 +9,9 @@
 
 use tokio_postgres::types::Json;
 
-use crate::pokeapi::Validators;
 use crate::resources::Record;
 use crate::store::{Store, StoreError};
+use crate::validators::Validators;
 
 /// One record to store, with what the consumer knows about its fetch.
 #[derive(Debug, Clone)]

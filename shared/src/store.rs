@@ -16,8 +16,8 @@ use crate::config::{Misconfigured, mask_url};
 use crate::job::{ErrorKind, RESOURCE};
 pub use crate::pgerror::ErrorClass;
 use crate::pgerror::storable;
-use crate::pokeapi::Validators;
 use crate::transform::Pokemon;
+use crate::validators::Validators;
 
 /// Versioned migrations, embedded so every binary carries the schema it needs.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
