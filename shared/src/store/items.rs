@@ -1,0 +1,292 @@
+//! Item state (`ingest_items.status`), following DESIGN.md: the producer moves items
+//! `pending → queued` (only after the broker confirmed the job), the consumer moves them to
+//! `done` in the same statement that writes the row, or to `failed` with the reason. A `done`
+//! item is never written again.
+
+use std::time::Duration;
+
+use super::rows::{BatchRow, SaveRow};
+use super::{Store, StoreError};
+use crate::job::{ErrorKind, RESOURCE};
+use crate::pgerror::storable;
+use crate::validators::Validators;
+
+/// An item as the consumer finds it before fetching.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ItemState {
+    pub done: bool,
+    /// Validators of the stored copy (empty if never stored).
+    pub validators: Validators,
+}
+
+/// Counts of items by status.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatusCounts {
+    pub pending: i64,
+    pub queued: i64,
+    pub done: i64,
+    pub failed: i64,
+}
+
+impl StatusCounts {
+    /// From the rows of `select status, count(*) ... group by status`, for callers that count
+    /// over their own connection.
+    pub fn from_rows(rows: &[tokio_postgres::Row]) -> Self {
+        let mut counts = Self::default();
+        for row in rows {
+            let n: i64 = row.get(1);
+            match row.get::<_, &str>(0) {
+                "pending" => counts.pending = n,
+                "queued" => counts.queued = n,
+                "done" => counts.done = n,
+                "failed" => counts.failed = n,
+                _ => {}
+            }
+        }
+        counts
+    }
+}
+
+/// Marks the items of a batch done and upserts their rows, except items done already (see
+/// `save_many`). `$1` is a JSON array of [`BatchRow`]s in id order, `$2` the resource. Returns
+/// the ids written.
+const SAVE_DONE: &str = "with input as (
+        select * from jsonb_to_recordset($1) as r(
+            id int, name text, attempts int, height int, weight int, base_experience int,
+            types text[], abilities text[], stats jsonb, sprite_url text, species text,
+            is_default boolean, sort_order int, etag text, last_modified text)
+     ),
+     item as (
+        insert into ingest_items (resource, id, name, status, attempts, updated_at,
+                                  etag, last_modified)
+        select $2, id, name, 'done', attempts, now(), etag, last_modified from input
+        on conflict (resource, id) do update
+            set status = 'done', attempts = excluded.attempts, name = excluded.name,
+                last_error = null, error_kind = null, updated_at = now(),
+                etag = excluded.etag, last_modified = excluded.last_modified
+            where ingest_items.status <> 'done'
+        returning id
+     )
+     insert into pokemon (id, name, height_m, weight_kg, base_experience, types,
+                          abilities, stats, sprite_url, species, is_default, sort_order)
+     select input.id, name, round(height::numeric / 10, 1), round(weight::numeric / 10, 1),
+            base_experience, types, abilities, stats, sprite_url, species, is_default,
+            sort_order
+     from input join item using (id)
+     order by input.id
+     on conflict (id) do update
+        set name = excluded.name, height_m = excluded.height_m,
+            weight_kg = excluded.weight_kg, base_experience = excluded.base_experience,
+            types = excluded.types, abilities = excluded.abilities,
+            stats = excluded.stats, sprite_url = excluded.sprite_url,
+            species = excluded.species, is_default = excluded.is_default,
+            sort_order = excluded.sort_order, ingested_at = now()
+     returning id";
+
+impl Store {
+    /// Records listed items as `pending`; items already known keep their state.
+    pub async fn record_listed(&self, items: &[(i32, String)]) -> Result<(), StoreError> {
+        let (ids, names): (Vec<i32>, Vec<&str>) =
+            items.iter().map(|(id, name)| (*id, name.as_str())).unzip();
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "insert into ingest_items (resource, id, name, status)
+                 select $1, t.id, t.name, 'pending' from unnest($2::int[], $3::text[]) as t(id, name)
+                 on conflict (resource, id) do nothing",
+                &[&RESOURCE, &ids, &names],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Of `ids`, the ones a producer must publish: those `pending` (never confirmed), those
+    /// `queued` but untouched for `requeue_after` (their job may be lost: a purged queue, a
+    /// classic queue's lost message), with `retry_failed` those `failed`, and with `refresh`
+    /// those `done`; all but the pending ones move back to `pending`. An item's last touch is
+    /// its `updated_at`, which every step of its job moves (queued, each retry attempt
+    /// recorded, ...), or its `queued_at` if later.
+    pub async fn claim_for_publish(
+        &self,
+        ids: &[i32],
+        retry_failed: bool,
+        refresh: bool,
+        requeue_after: Duration,
+    ) -> Result<Vec<i32>, StoreError> {
+        let client = self.pool.get().await?;
+        // Pending items are only read: rewriting them would double the producer's writes on a
+        // first run. The select sees the statuses from before the update.
+        let rows = client
+            .query(
+                "with moved as (
+                    update ingest_items set status = 'pending', updated_at = now()
+                    where resource = $1 and id = any($2)
+                      and (($3 and status = 'failed') or ($4 and status = 'done')
+                           or (status = 'queued' and greatest(updated_at, queued_at)
+                               <= now() - make_interval(secs => $5)))
+                    returning id
+                 )
+                 select id from ingest_items
+                 where resource = $1 and id = any($2) and status = 'pending'
+                 union all
+                 select id from moved",
+                &[
+                    &RESOURCE,
+                    &ids,
+                    &retry_failed,
+                    &refresh,
+                    &requeue_after.as_secs_f64(),
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// `pending → queued` for jobs the broker confirmed. An item a consumer already finished
+    /// (done or failed) stays as it is.
+    pub async fn mark_queued(&self, ids: &[i32]) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute(
+                "update ingest_items set status = 'queued', queued_at = now(), updated_at = now()
+                 where resource = $1 and id = any($2) and status = 'pending'",
+                &[&RESOURCE, &ids],
+            )
+            .await?)
+    }
+
+    /// What the consumer needs before fetching, for many ids in one statement: whether each
+    /// item is done, and the validators of the copy stored. Ids without a row are absent.
+    pub async fn item_states(
+        &self,
+        ids: &[i32],
+    ) -> Result<std::collections::HashMap<i32, ItemState>, StoreError> {
+        let client = self.pool.get().await?;
+        // An unnamed statement, planned for its actual ids each time: a cached generic plan,
+        // made while the table was nearly empty, scans the whole table for every batch once it
+        // has grown (found by the benchmark).
+        let rows = client
+            .query(
+                "select id, status = 'done', etag, last_modified
+                 from ingest_items where resource = $1 and id = any($2)",
+                &[&RESOURCE, &ids],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let state = ItemState {
+                    done: row.get(1),
+                    validators: Validators {
+                        etag: row.get(2),
+                        last_modified: row.get(3),
+                    },
+                };
+                (row.get(0), state)
+            })
+            .collect())
+    }
+
+    /// Marks an item `done` whose stored copy the API confirmed current (HTTP 304): no row is
+    /// written. Returns false if it was done already.
+    pub async fn mark_unchanged(&self, id: i32, attempts: i32) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let changed = client
+            .execute(
+                "update ingest_items
+                 set status = 'done', attempts = $3, last_error = null, error_kind = null,
+                     updated_at = now()
+                 where resource = $1 and id = $2 and status <> 'done'",
+                &[&RESOURCE, &id, &attempts],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
+    /// Writes the rows and marks their items `done`, all in one statement (one round trip,
+    /// one commit, one WAL flush). A row whose item is already done is not written: of two
+    /// consumers holding the same job, the second waits for the first's commit and then skips
+    /// it; of two rows for one item in the same batch, the first is written. Rows are written
+    /// in id order so that two batches holding the same ids lock them in the same order.
+    /// Returns, for each row in the order given, whether it was written.
+    pub async fn save_many(&self, rows: &[SaveRow]) -> Result<Vec<bool>, StoreError> {
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| (rows[i].pokemon.id, i));
+        order.dedup_by_key(|&mut i| rows[i].pokemon.id);
+        let input: Vec<BatchRow> = order.iter().map(|&i| BatchRow::of(&rows[i])).collect();
+        let client = self.pool.get().await?;
+        let started = std::time::Instant::now();
+        let statement = client.prepare_cached(SAVE_DONE).await?;
+        let saved = client
+            .query(
+                &statement,
+                &[&tokio_postgres::types::Json(&input), &RESOURCE],
+            )
+            .await?;
+        metrics::histogram!(crate::metrics::DB_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::COMMIT_ROWS).record(rows.len() as f64);
+        let saved: std::collections::HashSet<i32> = saved.iter().map(|row| row.get(0)).collect();
+        let mut written = vec![false; rows.len()];
+        for i in order {
+            written[i] = saved.contains(&rows[i].pokemon.id);
+        }
+        Ok(written)
+    }
+
+    /// Records a transient failure: the item stays `queued` (its job waits in a retry queue).
+    pub async fn record_attempt(
+        &self,
+        id: i32,
+        attempts: i32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "insert into ingest_items (resource, id, status, attempts, last_error)
+                 values ($1, $2, 'queued', $3, $4)
+                 on conflict (resource, id) do update
+                    set attempts = excluded.attempts, last_error = excluded.last_error,
+                        updated_at = now()
+                    where ingest_items.status <> 'done'",
+                &[&RESOURCE, &id, &attempts, &storable(error)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the item `failed` with the reason its job was dead-lettered (a done item stays done).
+    pub async fn mark_failed(
+        &self,
+        id: i32,
+        kind: ErrorKind,
+        attempts: i32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "insert into ingest_items (resource, id, status, attempts, last_error, error_kind)
+                 values ($1, $2, 'failed', $3, $4, $5)
+                 on conflict (resource, id) do update
+                    set status = 'failed', attempts = excluded.attempts,
+                        last_error = excluded.last_error, error_kind = excluded.error_kind,
+                        updated_at = now()
+                    where ingest_items.status <> 'done'",
+                &[&RESOURCE, &id, &attempts, &storable(error), &kind.as_str()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "select status, count(*) from ingest_items where resource = $1 group by status",
+                &[&RESOURCE],
+            )
+            .await?;
+        Ok(StatusCounts::from_rows(&rows))
+    }
+}
