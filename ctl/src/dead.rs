@@ -833,26 +833,13 @@ async fn replay_one(
     .await
     .with_context(|| format!("publishing {} to {}", id_text(letter), topology.jobs()))?;
     if let Some(job) = &letter.job {
-        let client = store.pool().get().await?;
-        // A `done` item stays done: its replayed job will be acked without an API call.
-        client
-            .execute(
-                "insert into ingest_items (resource, id, name, status, attempts)
-                 values ($1, $2, nullif($3, ''), 'queued', 0)
-                 on conflict (resource, id) do update
-                    set status = 'queued', attempts = 0, updated_at = now()
-                    where ingest_items.status <> 'done'",
-                &[&RESOURCE, &job.id, &job.name],
-            )
+        store
+            .requeue_for_replay(job.id, &job.name)
             .await
             .with_context(|| format!("marking item {} queued", job.id))?;
     }
     remove(letter).await
 }
-
-/// Prefix of `last_error` on a purged item, so that a later reader knows an operator removed its
-/// dead letter on purpose (and a second purge does not prefix it twice).
-pub const PURGED_PREFIX: &str = "purged by operator: ";
 
 async fn purge(
     common: &Common,
@@ -928,18 +915,8 @@ async fn purge(
 /// run unless the producer is rerun with `--retry-failed`.
 async fn purge_one(store: &Store, letter: &Letter) -> anyhow::Result<()> {
     if let Some(id) = letter.id() {
-        let client = store.pool().get().await?;
-        client
-            .execute(
-                "update ingest_items
-                 set status = 'failed',
-                     error_kind = coalesce(error_kind, $3),
-                     last_error = case when last_error like $5 || '%' then last_error
-                                       else $5 || coalesce($4, last_error, $3) end,
-                     updated_at = now()
-                 where resource = $1 and id = $2 and status <> 'done'",
-                &[&RESOURCE, &id, &letter.kind, &letter.error, &PURGED_PREFIX],
-            )
+        store
+            .mark_purged(id, &letter.kind, letter.error.as_deref())
             .await
             .with_context(|| format!("marking item {id} purged"))?;
     }

@@ -1,7 +1,40 @@
-//! Item state (`ingest_items.status`), following DESIGN.md: the producer moves items
-//! `pending → queued` (only after the broker confirmed the job), the consumer moves them to
-//! `done` in the same statement that writes the row, or to `failed` with the reason. A `done`
-//! item is never written again.
+//! Item state (`ingest_items.status`): the state machine of DESIGN.md, and every statement
+//! that moves an item through it; no statement elsewhere in pokeq writes `status`.
+//!
+//! ```text
+//!         record_listed           mark_queued                 save_many, mark_unchanged
+//! (new) ─────────────────► pending ───────────────► queued ─────────────────────────► done
+//!                           ▲  ▲                    │ │ ▲  ⟲ record_attempt            │
+//!                           │  └─ claim_for_publish ┘ │ │                              │
+//!                           │             mark_failed │ │ requeue_for_replay           │
+//!                           │                         ▼ │                              │
+//!                           │                       failed ⟲ mark_purged               │
+//!                           │                         │                                │
+//!                           └─────────────────────────┴────────────────────────────────┘
+//!                             claim_for_publish: failed with --retry-failed, done with --refresh
+//! ```
+//!
+//! Each edge, its function, and who takes it when:
+//! - (new) → `pending`: [`Store::record_listed`]; the producer lists an item for the first time.
+//! - `pending → queued`: [`Store::mark_queued`]; the broker confirmed the item's job.
+//! - `queued → pending`: [`Store::claim_for_publish`]; a producer rerun finds the item untouched
+//!   for `requeue_after` (its job may be lost) and publishes it again.
+//! - `failed → pending`: [`Store::claim_for_publish`] with `--retry-failed`.
+//! - `done → pending`: [`Store::claim_for_publish`] with `--refresh`.
+//! - `queued → queued`: [`Store::record_attempt`]; a transient failure, the job waits in a retry
+//!   queue.
+//! - `* → done`, with its row: [`Store::save_many`]; the consumer's commit of a fetched document.
+//! - `* → done`, no row written: [`Store::mark_unchanged`]; the API answered 304 for the stored
+//!   copy.
+//! - `* → failed`: [`Store::mark_failed`]; permanent, exhausted or dead-lettered by the broker.
+//! - `* → queued`, attempts reset: [`Store::requeue_for_replay`]; `pokeq dead replay`.
+//! - `* → failed`, marked purged: [`Store::mark_purged`]; `pokeq dead purge` (the item is
+//!   `failed` already unless its letter came from elsewhere).
+//!
+//! `*` is any state but `done`, or no row at all where the function inserts one (a job whose
+//! item was never listed: published by hand, or the table cleared). `done` is final for a run:
+//! only `--refresh` moves a done item, so a duplicate delivery or the replay of a finished job
+//! cannot undo it. [`Store::item_states`] and [`Store::status_counts`] only read.
 
 use std::time::Duration;
 
@@ -10,6 +43,10 @@ use super::{Store, StoreError};
 use crate::job::{ErrorKind, RESOURCE};
 use crate::pgerror::storable;
 use crate::validators::Validators;
+
+/// Prefix of `last_error` on a purged item, so that a later reader knows an operator removed its
+/// dead letter on purpose (and a second purge does not prefix it twice).
+pub const PURGED_PREFIX: &str = "purged by operator: ";
 
 /// An item as the consumer finds it before fetching.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -84,7 +121,8 @@ const SAVE_DONE: &str = "with input as (
      returning id";
 
 impl Store {
-    /// Records listed items as `pending`; items already known keep their state.
+    /// Edge (new) → `pending`: records listed items as `pending`; items already known keep their
+    /// state.
     pub async fn record_listed(&self, items: &[(i32, String)]) -> Result<(), StoreError> {
         let (ids, names): (Vec<i32>, Vec<&str>) =
             items.iter().map(|(id, name)| (*id, name.as_str())).unzip();
@@ -100,12 +138,13 @@ impl Store {
         Ok(())
     }
 
-    /// Of `ids`, the ones a producer must publish: those `pending` (never confirmed), those
-    /// `queued` but untouched for `requeue_after` (their job may be lost: a purged queue, a
-    /// classic queue's lost message), with `retry_failed` those `failed`, and with `refresh`
-    /// those `done`; all but the pending ones move back to `pending`. An item's last touch is
-    /// its `updated_at`, which every step of its job moves (queued, each retry attempt
-    /// recorded, ...), or its `queued_at` if later.
+    /// Edges `queued → pending`, `failed → pending` and `done → pending`, for a producer run. Of
+    /// `ids`, the ones a producer must publish: those `pending` (never confirmed), those `queued`
+    /// but untouched for `requeue_after` (their job may be lost: a purged queue, a classic queue's
+    /// lost message), with `retry_failed` those `failed`, and with `refresh` those `done`; all but
+    /// the pending ones move back to `pending`. An item's last touch is its `updated_at`, which
+    /// every step of its job moves (queued, each retry attempt recorded, ...), or its `queued_at`
+    /// if later.
     pub async fn claim_for_publish(
         &self,
         ids: &[i32],
@@ -142,7 +181,7 @@ impl Store {
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
-    /// `pending → queued` for jobs the broker confirmed. An item a consumer already finished
+    /// Edge `pending → queued`, for jobs the broker confirmed. An item a consumer already finished
     /// (done or failed) stays as it is.
     pub async fn mark_queued(&self, ids: &[i32]) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
@@ -155,8 +194,9 @@ impl Store {
             .await?)
     }
 
-    /// What the consumer needs before fetching, for many ids in one statement: whether each
-    /// item is done, and the validators of the copy stored. Ids without a row are absent.
+    /// Reads, moves nothing. What the consumer needs before fetching, for many ids in one
+    /// statement: whether each item is done, and the validators of the copy stored. Ids without a
+    /// row are absent.
     pub async fn item_states(
         &self,
         ids: &[i32],
@@ -187,28 +227,35 @@ impl Store {
             .collect())
     }
 
-    /// Marks an item `done` whose stored copy the API confirmed current (HTTP 304): no row is
-    /// written. Returns false if it was done already.
-    pub async fn mark_unchanged(&self, id: i32, attempts: i32) -> Result<bool, StoreError> {
+    /// Edge `queued → queued`: records a transient failure; the item stays `queued` (its job waits
+    /// in a retry queue), with its attempts and last error.
+    pub async fn record_attempt(
+        &self,
+        id: i32,
+        attempts: i32,
+        error: &str,
+    ) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
-        let changed = client
+        client
             .execute(
-                "update ingest_items
-                 set status = 'done', attempts = $3, last_error = null, error_kind = null,
-                     updated_at = now()
-                 where resource = $1 and id = $2 and status <> 'done'",
-                &[&RESOURCE, &id, &attempts],
+                "insert into ingest_items (resource, id, status, attempts, last_error)
+                 values ($1, $2, 'queued', $3, $4)
+                 on conflict (resource, id) do update
+                    set attempts = excluded.attempts, last_error = excluded.last_error,
+                        updated_at = now()
+                    where ingest_items.status <> 'done'",
+                &[&RESOURCE, &id, &attempts, &storable(error)],
             )
             .await?;
-        Ok(changed > 0)
+        Ok(())
     }
 
-    /// Writes the rows and marks their items `done`, all in one statement (one round trip,
-    /// one commit, one WAL flush). A row whose item is already done is not written: of two
-    /// consumers holding the same job, the second waits for the first's commit and then skips
-    /// it; of two rows for one item in the same batch, the first is written. Rows are written
-    /// in id order so that two batches holding the same ids lock them in the same order.
-    /// Returns, for each row in the order given, whether it was written.
+    /// Edge `* → done`, with the row: the consumer's commit. Writes the rows and marks their items
+    /// `done`, all in one statement (one round trip, one commit, one WAL flush). A row whose item
+    /// is already done is not written: of two consumers holding the same job, the second waits for
+    /// the first's commit and then skips it; of two rows for one item in the same batch, the first
+    /// is written. Rows are written in id order so that two batches holding the same ids lock them
+    /// in the same order. Returns, for each row in the order given, whether it was written.
     pub async fn save_many(&self, rows: &[SaveRow]) -> Result<Vec<bool>, StoreError> {
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&i| (rows[i].pokemon.id, i));
@@ -233,29 +280,24 @@ impl Store {
         Ok(written)
     }
 
-    /// Records a transient failure: the item stays `queued` (its job waits in a retry queue).
-    pub async fn record_attempt(
-        &self,
-        id: i32,
-        attempts: i32,
-        error: &str,
-    ) -> Result<(), StoreError> {
+    /// Edge `* → done`, no row written: the API confirmed the stored copy current (HTTP 304).
+    /// Returns false if the item was done already.
+    pub async fn mark_unchanged(&self, id: i32, attempts: i32) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
-        client
+        let changed = client
             .execute(
-                "insert into ingest_items (resource, id, status, attempts, last_error)
-                 values ($1, $2, 'queued', $3, $4)
-                 on conflict (resource, id) do update
-                    set attempts = excluded.attempts, last_error = excluded.last_error,
-                        updated_at = now()
-                    where ingest_items.status <> 'done'",
-                &[&RESOURCE, &id, &attempts, &storable(error)],
+                "update ingest_items
+                 set status = 'done', attempts = $3, last_error = null, error_kind = null,
+                     updated_at = now()
+                 where resource = $1 and id = $2 and status <> 'done'",
+                &[&RESOURCE, &id, &attempts],
             )
             .await?;
-        Ok(())
+        Ok(changed > 0)
     }
 
-    /// Marks the item `failed` with the reason its job was dead-lettered (a done item stays done).
+    /// Edge `* → failed`: the item's job was dead-lettered (permanent, exhausted, or by the
+    /// broker), with the reason (a done item stays done).
     pub async fn mark_failed(
         &self,
         id: i32,
@@ -279,6 +321,51 @@ impl Store {
         Ok(())
     }
 
+    /// Edge `* → queued`, attempts reset: `pokeq dead replay` published the item's job again
+    /// (confirmed, before this). A `done` item stays done: its replayed job will be acked without
+    /// an API call. `name` may be empty (a job without one), which stores none.
+    pub async fn requeue_for_replay(&self, id: i32, name: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "insert into ingest_items (resource, id, name, status, attempts)
+                 values ($1, $2, nullif($3, ''), 'queued', 0)
+                 on conflict (resource, id) do update
+                    set status = 'queued', attempts = 0, updated_at = now()
+                    where ingest_items.status <> 'done'",
+                &[&RESOURCE, &id, &name],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Edge `* → failed`, marked purged: `pokeq dead purge` removes the item's dead letter for good
+    /// (after this). The item ends `failed` (unless `done`), its kind kept or else the letter's
+    /// `kind`, and its `last_error` prefixed with [`PURGED_PREFIX`] (once): its job will not run
+    /// unless the producer is rerun with `--retry-failed`.
+    pub async fn mark_purged(
+        &self,
+        id: i32,
+        kind: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "update ingest_items
+                 set status = 'failed',
+                     error_kind = coalesce(error_kind, $3),
+                     last_error = case when last_error like $5 || '%' then last_error
+                                       else $5 || coalesce($4, last_error, $3) end,
+                     updated_at = now()
+                 where resource = $1 and id = $2 and status <> 'done'",
+                &[&RESOURCE, &id, &kind, &error, &PURGED_PREFIX],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reads, moves nothing: how many items are in each state.
     pub async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
