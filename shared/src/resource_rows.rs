@@ -2,15 +2,15 @@
 //! `resource_documents`, and their items in `ingest_items`.
 //!
 //! [`save_many`] is what a consumer calls for these resources, as [`Store::save_many`] for
-//! pokemon: a record is written, and its item marked `done`, only if the item was not `done`
-//! already, all in one transaction (the item's row lock makes a second writer of the same item
-//! wait for the first and then skip it). [`upsert`] writes records without item state, for
-//! loading documents by other means.
+//! pokemon: a record is written, and its item marked `done` (by [`mark_done`], the state
+//! machine's edge in `store`), only if the item was not `done` already, all in one transaction
+//! (the item's row lock makes a second writer of the same item wait for the first and then skip
+//! it). [`upsert`] writes records without item state, for loading documents by other means.
 
 use tokio_postgres::types::Json;
 
 use crate::resources::Record;
-use crate::store::{Store, StoreError};
+use crate::store::{DoneItem, Store, StoreError, mark_done};
 use crate::validators::Validators;
 
 /// One record to store, with what the consumer knows about its fetch.
@@ -22,23 +22,6 @@ pub struct SaveRecord {
     /// Tries it took, for `ingest_items.attempts`.
     pub attempts: i32,
 }
-
-/// Marks items `done` unless they are already, returning those it marked. `$1` resources, `$2`
-/// ids, `$3` names, `$4` attempts, `$5` ETags, `$6` Last-Modified values, one per item.
-const MARK_DONE: &str =
-    "insert into ingest_items (resource, id, name, status, attempts, updated_at,
-                                  etag, last_modified)
-     select resource, id, name, 'done', attempts, now(), etag, last_modified
-     from unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[])
-          as t(resource, id, name, attempts, etag, last_modified)
-     order by resource, id
-     on conflict (resource, id) do update
-        set status = 'done', attempts = excluded.attempts,
-            name = coalesce(excluded.name, ingest_items.name), last_error = null,
-            error_kind = null, updated_at = now(), etag = excluded.etag,
-            last_modified = excluded.last_modified
-        where ingest_items.status <> 'done'
-     returning resource, id";
 
 /// Upserts documents: `$1` resources, `$2` ids, `$3` documents (JSON text), `$4` ETags, `$5`
 /// Last-Modified values.
@@ -73,28 +56,17 @@ pub async fn save_many(store: &Store, rows: &[SaveRecord]) -> Result<Vec<bool>, 
     let order = distinct_in_order(rows);
     let mut client = store.pool().get().await?;
     let tx = client.transaction().await?;
-    let resources: Vec<&str> = order.iter().map(|&i| key(&rows[i]).0).collect();
-    let ids: Vec<i32> = order.iter().map(|&i| rows[i].record.id()).collect();
-    let names: Vec<Option<&str>> = order.iter().map(|&i| rows[i].record.name()).collect();
-    let attempts: Vec<i32> = order.iter().map(|&i| rows[i].attempts).collect();
-    let etags: Vec<Option<&str>> = order
+    let items: Vec<DoneItem> = order
         .iter()
-        .map(|&i| rows[i].validators.etag.as_deref())
+        .map(|&i| DoneItem {
+            resource: key(&rows[i]).0,
+            id: rows[i].record.id(),
+            name: rows[i].record.name(),
+            attempts: rows[i].attempts,
+            validators: &rows[i].validators,
+        })
         .collect();
-    let modified: Vec<Option<&str>> = order
-        .iter()
-        .map(|&i| rows[i].validators.last_modified.as_deref())
-        .collect();
-    let marked = tx
-        .query(
-            MARK_DONE,
-            &[&resources, &ids, &names, &attempts, &etags, &modified],
-        )
-        .await?;
-    let marked: std::collections::HashSet<(String, i32)> = marked
-        .iter()
-        .map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1)))
-        .collect();
+    let marked = mark_done(&tx, &items).await?;
     let to_write: Vec<usize> = order
         .into_iter()
         .filter(|&i| {

@@ -2,7 +2,7 @@
 //! that moves an item through it; no statement elsewhere in pokeq writes `status`.
 //!
 //! ```text
-//!         record_listed           mark_queued                 save_many, mark_unchanged
+//!         record_listed           mark_queued          save_many, mark_done, mark_unchanged
 //! (new) ─────────────────► pending ───────────────► queued ─────────────────────────► done
 //!                           ▲  ▲                    │ │ ▲  ⟲ record_attempt            │
 //!                           │  └─ claim_for_publish ┘ │ │                              │
@@ -26,6 +26,8 @@
 //! - `* → done`, with its row: [`Store::save_many`]; the consumer's commit of a fetched document.
 //! - `* → done`, no row written: [`Store::mark_unchanged`]; the API answered 304 for the stored
 //!   copy.
+//! - `* → done`, for an item of another Pokédex resource: [`mark_done`], in the transaction of
+//!   `resource_rows::save_many`, which then writes the records of the items it marked.
 //! - `* → failed`: [`Store::mark_failed`]; permanent, exhausted or dead-lettered by the broker.
 //! - `* → queued`, attempts reset: [`Store::requeue_for_replay`]; `pokeq dead replay`.
 //! - `* → failed`, marked purged: [`Store::mark_purged`]; `pokeq dead purge` (the item is
@@ -36,6 +38,7 @@
 //! only `--refresh` moves a done item, so a duplicate delivery or the replay of a finished job
 //! cannot undo it. [`Store::item_states`] and [`Store::status_counts`] only read.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use super::rows::{BatchRow, SaveRow};
@@ -47,6 +50,67 @@ use crate::validators::Validators;
 /// Prefix of `last_error` on a purged item, so that a later reader knows an operator removed its
 /// dead letter on purpose (and a second purge does not prefix it twice).
 pub const PURGED_PREFIX: &str = "purged by operator: ";
+
+/// Marks items `done` unless they are already, returning those it marked. `$1` resources, `$2`
+/// ids, `$3` names, `$4` attempts, `$5` ETags, `$6` Last-Modified values, one per item.
+const MARK_DONE: &str =
+    "insert into ingest_items (resource, id, name, status, attempts, updated_at,
+                                  etag, last_modified)
+     select resource, id, name, 'done', attempts, now(), etag, last_modified
+     from unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[])
+          as t(resource, id, name, attempts, etag, last_modified)
+     order by resource, id
+     on conflict (resource, id) do update
+        set status = 'done', attempts = excluded.attempts,
+            name = coalesce(excluded.name, ingest_items.name), last_error = null,
+            error_kind = null, updated_at = now(), etag = excluded.etag,
+            last_modified = excluded.last_modified
+        where ingest_items.status <> 'done'
+     returning resource, id";
+
+/// An item of any resource that [`mark_done`] moves to `done`, with what its fetch brought.
+#[derive(Debug, Clone, Copy)]
+pub struct DoneItem<'a> {
+    pub resource: &'a str,
+    pub id: i32,
+    /// The name the item is known by; `None` keeps the one stored.
+    pub name: Option<&'a str>,
+    pub attempts: i32,
+    pub validators: &'a Validators,
+}
+
+/// Edge `* → done`, for items of the Pokédex resources other than pokemon: marks `items` done,
+/// except those done already, inside the caller's transaction `tx`, and returns the
+/// `(resource, id)` of those it marked, so that the caller writes their records (and only theirs)
+/// before committing. Items are marked in the order given: the caller sorts them by
+/// `(resource, id)` so that two transactions lock the same items in the same order.
+pub async fn mark_done(
+    tx: &tokio_postgres::Transaction<'_>,
+    items: &[DoneItem<'_>],
+) -> Result<HashSet<(String, i32)>, StoreError> {
+    let resources: Vec<&str> = items.iter().map(|item| item.resource).collect();
+    let ids: Vec<i32> = items.iter().map(|item| item.id).collect();
+    let names: Vec<Option<&str>> = items.iter().map(|item| item.name).collect();
+    let attempts: Vec<i32> = items.iter().map(|item| item.attempts).collect();
+    let etags: Vec<Option<&str>> = items
+        .iter()
+        .map(|item| item.validators.etag.as_deref())
+        .collect();
+    let modified: Vec<Option<&str>> = items
+        .iter()
+        .map(|item| item.validators.last_modified.as_deref())
+        .collect();
+    let marked = tx
+        .query(
+            MARK_DONE,
+            &[&resources, &ids, &names, &attempts, &etags, &modified],
+        )
+        .await?;
+    Ok(marked
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1)))
+        .collect())
+}
 
 /// An item as the consumer finds it before fetching.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

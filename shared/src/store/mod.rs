@@ -33,7 +33,7 @@ pub use crate::pgerror::ErrorClass;
 use database::{connect, create_database};
 pub use error::StoreError;
 use error::{Step, refused, worth_waiting};
-pub use items::{ItemState, PURGED_PREFIX, StatusCounts};
+pub use items::{DoneItem, ItemState, PURGED_PREFIX, StatusCounts, mark_done};
 pub use migrate::latest_schema_version;
 use migrate::{MigrateError, migrate};
 pub use rows::SaveRow;
