@@ -271,9 +271,16 @@ async fn resources_listed_without_follow_are_stored_and_nothing_else() {
     .await;
     let types = env.stub.dataset().resource_ids(Resource::Type).len();
     assert!(types > 0);
+    // One type fails once: its job goes through a wait queue and back by its own key.
+    let flaky = env.stub.dataset().resource_ids(Resource::Type)[0];
+    env.stub.set_resource_fault(
+        Resource::Type,
+        flaky,
+        Some(FaultRule::times(FaultKind::ServerError(503), 1)),
+    );
     let summary = env.run_producer(&["--resources", "pokemon,type"]).await;
     assert_eq!(summary.published, 20 + types as u64, "{summary}");
-    let consumer = env.spawn_consumer(&[]);
+    let consumer = env.spawn_consumer(&["--api-retries", "0", "--retry-delays", "100ms"]);
     assert!(
         wait_until(SETTLE, || async {
             count(&env, "pokemon", "done").await == 20
@@ -291,6 +298,20 @@ async fn resources_listed_without_follow_are_stored_and_nothing_else() {
         .expect("types")
         .get(0);
     assert_eq!(stored, types as i64);
+    let attempts: i32 = env
+        .client()
+        .await
+        .query_one(
+            "select attempts from ingest_items where resource = 'type' and id = $1",
+            &[&flaky],
+        )
+        .await
+        .expect("the flaky type's item")
+        .get(0);
+    assert_eq!(
+        attempts, 2,
+        "type {flaky}: retried once through the wait queue"
+    );
     consumer.stop().await.expect("clean stop");
     assert_eq!(
         counts(&env).await.len(),

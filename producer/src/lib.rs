@@ -685,6 +685,34 @@ mod tests {
     }
 
     #[test]
+    fn resources_are_known_names_each_once_and_pokemon_by_default() {
+        let base = [
+            "producer",
+            "--amqp-url",
+            "amqp://localhost",
+            "--database-url",
+            "postgres://localhost/pokeq",
+        ];
+        let parse = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            Cli::try_parse_from(args).expect("flags").validate()
+        };
+        let config = parse(&[]).expect("defaults");
+        assert_eq!(config.resources, ["pokemon"]);
+        assert!(!config.follow);
+        let config = parse(&["--resources", "pokemon,type,pokemon", "--follow"]).expect("valid");
+        assert_eq!(config.resources, ["pokemon", "type"]);
+        assert!(config.follow);
+        let error = parse(&["--resources", "pokemon,berry"])
+            .expect_err("berry is no resource")
+            .to_string();
+        assert!(
+            error.contains("POKEQ_RESOURCES") && error.contains("berry"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn plan_covers_every_item_once() {
         assert_eq!(plan(0, 100), vec![]);
         assert_eq!(plan(250, 100), vec![(0, 100), (100, 100), (200, 50)]);
