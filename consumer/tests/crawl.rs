@@ -161,6 +161,37 @@ async fn a_crawl_from_pokemon_reaches_every_linked_document_once_and_a_rerun_pub
         .await
     );
     assert_eq!(env.stub.total_detail_requests(), requests);
+
+    // A consumer that stopped between enqueueing a link and publishing its job left the item
+    // `queued` without a job: a producer run with --follow publishes it once --requeue-after
+    // has passed, though it does not list its resource.
+    let species = *expected["pokemon-species"].first().expect("a species");
+    env.client()
+        .await
+        .execute(
+            "update ingest_items set status = 'queued', updated_at = now() - interval '2 hours',
+                                     queued_at = now() - interval '2 hours'
+             where resource = 'pokemon-species' and id = $1",
+            &[&species],
+        )
+        .await
+        .expect("a lost link");
+    let recovery = env.run_producer(&["--follow"]).await;
+    assert_eq!(recovery.published, 1, "{recovery}");
+    assert!(
+        wait_until(SETTLE, || async {
+            count(&env, "pokemon-species", "done").await == expected["pokemon-species"].len() as i64
+        })
+        .await,
+        "{:?}",
+        counts(&env).await
+    );
+    assert_eq!(
+        env.stub
+            .resource_detail_requests(Resource::PokemonSpecies, species),
+        2
+    );
+    let requests = env.stub.total_detail_requests();
     first.stop().await.expect("clean stop");
     second.stop().await.expect("clean stop");
     assert_eq!(env.stub.total_detail_requests(), requests);

@@ -367,6 +367,10 @@ async fn produce(
             break;
         }
     }
+    if config.follow && published.is_ok() && !shutdown.is_cancelled() {
+        let listed: Vec<&str> = config.resources.iter().map(String::as_str).collect();
+        published = producer.republish_stale_links(&listed).await;
+    }
     reporting.cancel();
     let _ = reporter.await;
 
@@ -520,13 +524,63 @@ impl Producer {
                 )
             })
             .await?;
-        let shutdown = &self.patience.shutdown;
         let jobs: Vec<Job> = items
             .into_iter()
             .filter(|(id, _)| claimed.contains(id))
             .map(|(id, name)| Job::of(resource, id, name).following(self.follow))
             .collect();
+        self.publish_jobs(resource, jobs).await?;
+        metrics::counter!(metrics::PAGES).increment(1);
+        let listed = ids.len() as u64 + refused;
+        let skipped = listed - claimed.len() as u64;
+        let progress = &self.progress;
+        progress.listed.fetch_add(listed, Ordering::Relaxed);
+        progress.skipped.fetch_add(skipped, Ordering::Relaxed);
+        progress.refused.fetch_add(refused, Ordering::Relaxed);
+        progress.pages_done.fetch_add(1, Ordering::Relaxed);
+        let totals = RunProgress {
+            pages_done: progress.pages_done.load(Ordering::Relaxed) as i64,
+            listed: progress.listed.load(Ordering::Relaxed) as i64,
+            published: progress.published.load(Ordering::Relaxed) as i64,
+            skipped: progress.skipped.load(Ordering::Relaxed) as i64,
+        };
+        self.patience
+            .run("record the page", || self.store.page_done(self.run, totals))
+            .await?;
+        Ok(())
+    }
 
+    /// With `--follow`, after the lists: publishes again the links of other resources that
+    /// consumers enqueued and whose jobs may be lost ([`Store::claim_stale_links`]).
+    async fn republish_stale_links(&self, listed: &[&str]) -> anyhow::Result<()> {
+        let claimed = self
+            .patience
+            .run("claim stale links", || {
+                self.store.claim_stale_links(listed, self.requeue_after)
+            })
+            .await?;
+        let mut by_resource: std::collections::BTreeMap<String, Vec<Job>> = Default::default();
+        for (resource, id, name) in claimed {
+            let job = Job::of(&resource, id, name).following(true);
+            by_resource.entry(resource).or_default().push(job);
+        }
+        for (resource, jobs) in by_resource {
+            tracing::info!(
+                resource,
+                jobs = jobs.len(),
+                "publishing links whose jobs may be lost"
+            );
+            for chunk in jobs.chunks(1000) {
+                self.publish_jobs(&resource, chunk.to_vec()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `jobs`, all of `resource`, until the broker confirmed each (retrying with
+    /// [`retry::PAGE_PUBLISH`]), and marks the confirmed ones `queued`.
+    async fn publish_jobs(&self, resource: &str, jobs: Vec<Job>) -> anyhow::Result<()> {
+        let shutdown = &self.patience.shutdown;
         let mut unconfirmed = jobs;
         let mut delays = retry::PAGE_PUBLISH.waits();
         loop {
@@ -546,7 +600,7 @@ impl Producer {
                 metrics::counter!(metrics::PUBLISHED).increment(confirmed.len() as u64);
             }
             match failed {
-                None => break,
+                None => return Ok(()),
                 Some(error) if pokeq_shared::exit::misconfiguration(&error).is_some() => {
                     // A reconnect the broker refused (a password changed, a queue redeclared
                     // differently) stays refused: no point in the remaining tries.
@@ -574,24 +628,6 @@ impl Producer {
                 }
             }
         }
-        metrics::counter!(metrics::PAGES).increment(1);
-        let listed = ids.len() as u64 + refused;
-        let skipped = listed - claimed.len() as u64;
-        let progress = &self.progress;
-        progress.listed.fetch_add(listed, Ordering::Relaxed);
-        progress.skipped.fetch_add(skipped, Ordering::Relaxed);
-        progress.refused.fetch_add(refused, Ordering::Relaxed);
-        progress.pages_done.fetch_add(1, Ordering::Relaxed);
-        let totals = RunProgress {
-            pages_done: progress.pages_done.load(Ordering::Relaxed) as i64,
-            listed: progress.listed.load(Ordering::Relaxed) as i64,
-            published: progress.published.load(Ordering::Relaxed) as i64,
-            skipped: progress.skipped.load(Ordering::Relaxed) as i64,
-        };
-        self.patience
-            .run("record the page", || self.store.page_done(self.run, totals))
-            .await?;
-        Ok(())
     }
 
     /// Publishes every job, then awaits every confirm: the ids the broker confirmed, and the

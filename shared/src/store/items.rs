@@ -21,6 +21,9 @@
 //! - `pending → queued`: [`Store::mark_queued`]; the broker confirmed the item's job.
 //! - `queued → pending`: [`Store::claim_for_publish`]; a producer rerun finds the item untouched
 //!   for `requeue_after` (its job may be lost) and publishes it again.
+//! - `queued → pending`: [`Store::claim_stale_links`]; a `--follow` producer run finds an item of
+//!   a resource it does not list untouched for `requeue_after` (a consumer enqueued it as a link
+//!   and may have crashed before publishing its job) and publishes it again.
 //! - `failed → pending`: [`Store::claim_for_publish`] with `--retry-failed`.
 //! - `done → pending`: [`Store::claim_for_publish`] with `--refresh`.
 //! - `queued → queued`: [`Store::record_attempt`]; a transient failure, the job waits in a retry
@@ -282,6 +285,32 @@ impl Store {
             )
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Edge `queued → pending`, for a producer run with `--follow`: the items of resources other
+    /// than `listed` (which the run's lists cover) `queued` and untouched for `requeue_after`,
+    /// moved back to `pending` for the run to publish again, with their names. They are links a
+    /// consumer enqueued ([`Store::enqueue_links`]) whose job may be lost: the consumer stopped
+    /// between inserting them and publishing, or the broker lost the job.
+    pub async fn claim_stale_links(
+        &self,
+        listed: &[&str],
+        requeue_after: Duration,
+    ) -> Result<Vec<(String, i32, String)>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "update ingest_items set status = 'pending', updated_at = now()
+                 where status = 'queued' and resource <> all($1)
+                   and greatest(updated_at, queued_at) <= now() - make_interval(secs => $2)
+                 returning resource, id, coalesce(name, '')",
+                &[&listed, &requeue_after.as_secs_f64()],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect())
     }
 
     /// Edge `pending → queued`, for jobs the broker confirmed. An item a consumer already finished
