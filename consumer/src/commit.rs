@@ -70,18 +70,32 @@ async fn save_rows(
 /// Handle to the task that reads item states in batches; cheap to share.
 #[derive(Clone)]
 pub struct StateReader {
-    requests: mpsc::Sender<(i32, Reply<ItemState>)>,
+    requests: mpsc::Sender<((String, i32), Reply<ItemState>)>,
 }
 
 impl StateReader {
     pub fn spawn(store: Store, max_batch: usize) -> Self {
-        let requests = spawn_batcher(max_batch, move |ids: Vec<i32>| {
+        let requests = spawn_batcher(max_batch, move |keys: Vec<(String, i32)>| {
             let store = store.clone();
             async move {
-                let mut states = store.item_states(&ids).await?;
-                Ok(ids
+                // One statement per resource in the batch: a crawl's batches hold few.
+                let mut resources: Vec<&str> = keys.iter().map(|(r, _)| r.as_str()).collect();
+                resources.sort_unstable();
+                resources.dedup();
+                let mut states = std::collections::HashMap::new();
+                for resource in resources {
+                    let ids: Vec<i32> = keys
+                        .iter()
+                        .filter(|(r, _)| r == resource)
+                        .map(|(_, id)| *id)
+                        .collect();
+                    for (id, state) in store.item_states(resource, &ids).await? {
+                        states.insert((resource.to_owned(), id), state);
+                    }
+                }
+                Ok(keys
                     .iter()
-                    .map(|id| Ok(states.remove(id).unwrap_or_default()))
+                    .map(|key| Ok(states.remove(key).unwrap_or_default()))
                     .collect())
             }
         });
@@ -89,8 +103,8 @@ impl StateReader {
     }
 
     /// The item's state, read together with whatever other ids are waiting.
-    pub async fn state(&self, id: i32) -> Result<ItemState, StoreError> {
-        ask(&self.requests, id).await
+    pub async fn state(&self, resource: &str, id: i32) -> Result<ItemState, StoreError> {
+        ask(&self.requests, (resource.to_owned(), id)).await
     }
 }
 

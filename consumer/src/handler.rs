@@ -16,6 +16,8 @@ use pokeq_shared::job::{ErrorKind, Job, unix_millis};
 use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pgerror::storable;
 use pokeq_shared::pokeapi::{FetchError, Fetched, PokeApi};
+use pokeq_shared::resource_rows::{self, SaveRecord};
+use pokeq_shared::resources::{self, POKEMON};
 use pokeq_shared::retry;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::{ErrorClass, SaveRow, Store, StoreError};
@@ -31,8 +33,9 @@ const MAX_NOT_BEFORE: Duration = Duration::from_secs(24 * 3600);
 /// What became of a job, and so what the delivery loop does with its message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Stored and marked done (or found done already, with no API call): ack.
-    Done { written: bool },
+    /// Stored and marked done (or found done already, with no API call): publish `links` (the
+    /// jobs of a followed document's links whose items it enqueued), then ack.
+    Done { written: bool, links: Vec<Job> },
     /// A transient failure: publish to the wait queue of `delay` carrying `failures`, then ack.
     Retry {
         delay: Delay,
@@ -106,7 +109,7 @@ impl Handler {
             let marked = self
                 .stored(|| {
                     self.store
-                        .mark_failed(job.id, *kind, *failures as i32, reason)
+                        .mark_failed(&job.resource, job.id, *kind, *failures as i32, reason)
                 })
                 .await;
             match marked {
@@ -121,25 +124,42 @@ impl Handler {
     }
 
     async fn run(&self, job: &Job, failures: u32) -> Result<Outcome, Halt> {
-        let item = self.stored(|| self.states.state(job.id)).await?;
+        let item = self
+            .stored(|| self.states.state(&job.resource, job.id))
+            .await?;
         if item.done {
             tracing::debug!("already done; no API call");
-            return Ok(Outcome::Done { written: false });
+            return Ok(Outcome::Done {
+                written: false,
+                links: Vec::new(),
+            });
         }
         let tries = failures.saturating_add(1);
         let known = (!item.validators.is_empty()).then_some(&item.validators);
-        let (body, validators) = match self.api.pokemon(job.id, known).await {
+        // `decode` accepted only known resources; any other than pokemon is in `resources`.
+        let other = resources::by_name(&job.resource);
+        let fetched = match other {
+            Some(resource) => self.api.document(resource, job.id, known).await,
+            None => self.api.pokemon(job.id, known).await,
+        };
+        let (body, validators) = match fetched {
             Ok(Fetched::Document { body, validators }) => (body, validators),
             Ok(Fetched::NotModified) => {
                 tracing::debug!("not modified since stored; no write");
-                self.stored(|| self.store.mark_unchanged(job.id, tries as i32))
-                    .await?;
-                return Ok(Outcome::Done { written: false });
+                self.stored(|| {
+                    self.store
+                        .mark_unchanged(&job.resource, job.id, tries as i32)
+                })
+                .await?;
+                return Ok(Outcome::Done {
+                    written: false,
+                    links: Vec::new(),
+                });
             }
             Err(FetchError::NotFound) => {
                 return Ok(Outcome::Dead {
                     kind: ErrorKind::NotFound,
-                    reason: format!("pokemon {} not found (HTTP 404)", job.id),
+                    reason: format!("{} {} not found (HTTP 404)", job.resource, job.id),
                     failures: tries,
                 });
             }
@@ -165,8 +185,11 @@ impl Handler {
                         failures: tries,
                     });
                 }
-                self.stored(|| self.store.record_attempt(job.id, tries as i32, &reason))
-                    .await?;
+                self.stored(|| {
+                    self.store
+                        .record_attempt(&job.resource, job.id, tries as i32, &reason)
+                })
+                .await?;
                 let delay = self.delays.next(tries, retry_after).clone();
                 let not_before = retry_after
                     .filter(|wait| *wait > delay.duration)
@@ -179,15 +202,75 @@ impl Handler {
                 });
             }
         };
-        let pokemon = match transform(job.id, &body) {
-            Ok(pokemon) => pokemon,
-            Err(error) => {
-                return Ok(Outcome::Dead {
-                    kind: ErrorKind::MalformedPayload,
-                    reason: error.0,
-                    failures: tries,
-                });
+        let written = match other {
+            Some(resource) => {
+                let record = match resource.transform(job.id, &body) {
+                    Ok(record) => record,
+                    Err(error) => {
+                        return Ok(Outcome::Dead {
+                            kind: ErrorKind::MalformedPayload,
+                            reason: error.0,
+                            failures: tries,
+                        });
+                    }
+                };
+                let row = SaveRecord {
+                    record,
+                    validators,
+                    attempts: tries as i32,
+                };
+                // One transaction per job: these resources are a crawl's smaller part, so they
+                // go without the pokemon's group commit.
+                self.stored(|| async {
+                    let written =
+                        resource_rows::save_many(&self.store, std::slice::from_ref(&row)).await?;
+                    Ok(written.first().copied().unwrap_or(false))
+                })
+                .await?
             }
+            None => match self.save_pokemon(job, &body, validators, tries).await? {
+                Ok(written) => written,
+                Err(reason) => {
+                    return Ok(Outcome::Dead {
+                        kind: ErrorKind::MalformedPayload,
+                        reason,
+                        failures: tries,
+                    });
+                }
+            },
+        };
+        let links = if job.follow && written {
+            self.enqueue_links(job, &body).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Outcome::Done { written, links })
+    }
+
+    /// Edge (new) → `queued` for the links of a followed document: the jobs (following in turn)
+    /// of the linked items no row stood for, which the delivery loop publishes before it acks.
+    async fn enqueue_links(&self, job: &Job, body: &[u8]) -> Result<Vec<Job>, Halt> {
+        let links = pokeq_shared::links::links(&job.resource, body);
+        let inserted = self.stored(|| self.store.enqueue_links(&links)).await?;
+        Ok(inserted
+            .into_iter()
+            .map(|(resource, id)| Job::of(&resource, id, "").following(true))
+            .collect())
+    }
+
+    /// Transforms and group-commits a pokemon document: whether it was written, or why the
+    /// document is not a pokemon.
+    async fn save_pokemon(
+        &self,
+        job: &Job,
+        body: &[u8],
+        validators: pokeq_shared::validators::Validators,
+        tries: u32,
+    ) -> Result<Result<bool, String>, Halt> {
+        debug_assert_eq!(job.resource, POKEMON);
+        let pokemon = match transform(job.id, body) {
+            Ok(pokemon) => pokemon,
+            Err(error) => return Ok(Err(error.0)),
         };
         let row = SaveRow {
             pokemon,
@@ -195,7 +278,7 @@ impl Handler {
             attempts: tries as i32,
         };
         let written = self.stored(|| self.committer.save(row.clone())).await?;
-        Ok(Outcome::Done { written })
+        Ok(Ok(written))
     }
 
     /// Runs a store operation until it succeeds, waiting ([`retry::CONSUMER_DATABASE`]) while

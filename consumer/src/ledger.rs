@@ -42,6 +42,7 @@ pub enum Entry {
     Recorded,
     /// The broker dead-lettered this item's job: mark the item failed.
     Failed {
+        resource: String,
         id: i32,
         kind: ErrorKind,
         attempts: u32,
@@ -78,6 +79,7 @@ impl Entry {
             _ => format!("dead-lettered by RabbitMQ from {queue}: {}", death.reason),
         };
         Entry::Failed {
+            resource: job.resource,
             id: job.id,
             kind,
             attempts: job::attempts(properties),
@@ -142,12 +144,22 @@ async fn record(delivery: Delivery, store: &Store, health: &Health, shutdown: &C
             tracing::warn!(?message_id, %why, "dead letter ignored by the ledger");
         }
         Entry::Failed {
+            resource,
             id,
             kind,
             attempts,
             reason,
         } => {
-            let marked = mark_failed(store, health, shutdown, id, kind, attempts, &reason).await;
+            let marked = mark_failed(
+                store,
+                health,
+                shutdown,
+                (&resource, id),
+                kind,
+                attempts,
+                &reason,
+            )
+            .await;
             if !marked {
                 // Shutdown while the database was away: the next consumer records it.
                 let _ = delivery
@@ -158,8 +170,9 @@ async fn record(delivery: Delivery, store: &Store, health: &Health, shutdown: &C
                     .await;
                 return;
             }
-            tracing::warn!(id, kind = kind.as_str(), %reason, "the broker dead-lettered a job; item failed");
-            metrics::counter!(metrics::DEAD_LETTERS, "kind" => kind.as_str()).increment(1);
+            tracing::warn!(%resource, id, kind = kind.as_str(), %reason, "the broker dead-lettered a job; item failed");
+            metrics::counter!(metrics::DEAD_LETTERS, "kind" => kind.as_str(), "resource" => resource)
+                .increment(1);
         }
     }
     // A lost channel loses no letter: the broker redelivers it, and recording it twice is
@@ -172,7 +185,7 @@ async fn mark_failed(
     store: &Store,
     health: &Health,
     shutdown: &CancellationToken,
-    id: i32,
+    (resource, id): (&str, i32),
     kind: ErrorKind,
     attempts: u32,
     reason: &str,
@@ -180,7 +193,10 @@ async fn mark_failed(
     let mut backoff = retry::CONSUMER_DATABASE.waits();
     let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
     loop {
-        match store.mark_failed(id, kind, attempts, reason).await {
+        match store
+            .mark_failed(resource, id, kind, attempts, reason)
+            .await
+        {
             Ok(()) => {
                 health.set_database(true);
                 return true;
@@ -239,6 +255,7 @@ mod tests {
         assert_eq!(
             Entry::of(&broker_dead("delivery_limit"), &body),
             Entry::Failed {
+                resource: "pokemon".into(),
                 id: 7,
                 kind: ErrorKind::DeliveryLimit,
                 attempts: 2,

@@ -44,7 +44,7 @@ use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
 use pokeq_shared::retry;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
-use pokeq_shared::topology::{RetryDelays, Topology};
+use pokeq_shared::topology::{self, RetryDelays, Topology};
 use pokeq_shared::worker;
 use tracing::Instrument;
 
@@ -515,10 +515,32 @@ impl Worker<'_> {
     /// Does what `outcome` asks of the broker before the delivery can be acknowledged: a retry
     /// or dead letter is published and confirmed ([`settle`]).
     async fn settle(&self, delivery: &Delivery, outcome: &Outcome) -> Result<(), Unsettled> {
+        // The job's resource, for the metrics' label and the routing keys; decoding again is
+        // cheap next to the job's fetch.
+        let resource = Job::decode(&delivery.data)
+            .map_or_else(|_| UNKNOWN_RESOURCE.to_owned(), |job| job.resource);
         match outcome {
-            Outcome::Done { written } => {
+            Outcome::Done { written, links } => {
+                // The linked jobs go out, confirmed, before the ack: a crash in between loses
+                // none (the parent is redelivered, its links stay `queued` for the producer's
+                // `--requeue-after`).
+                for link in links {
+                    self.publish(
+                        Target::Jobs,
+                        &link.resource,
+                        &link.encode(),
+                        link.properties(),
+                    )
+                    .await?;
+                }
+                if !links.is_empty() {
+                    metrics::counter!(metrics::LINKS_ENQUEUED, "resource" => resource.clone())
+                        .increment(links.len() as u64);
+                    tracing::debug!(links = links.len(), "linked documents enqueued");
+                }
                 let label = if *written { "done" } else { "skipped" };
-                metrics::counter!(metrics::JOBS, "outcome" => label).increment(1);
+                metrics::counter!(metrics::JOBS, "outcome" => label, "resource" => resource)
+                    .increment(1);
                 tracing::debug!(written, "done");
             }
             Outcome::Retry {
@@ -533,22 +555,22 @@ impl Worker<'_> {
                 if let Some(at) = not_before {
                     headers.push((job::NOT_BEFORE_HEADER, AMQPValue::LongLongInt(*at)));
                 }
+                headers.push(topology::retry_cc(&resource));
                 let properties = job::with_headers(&delivery.properties, &headers);
                 self.publish(Target::Retry, &delay.label, &delivery.data, properties)
                     .await?;
-                metrics::counter!(metrics::JOBS, "outcome" => "retry").increment(1);
+                metrics::counter!(metrics::JOBS, "outcome" => "retry", "resource" => resource)
+                    .increment(1);
                 metrics::counter!(metrics::RETRIES, "delay" => delay.label.clone()).increment(1);
             }
             Outcome::Defer { delay } => {
                 tracing::debug!(delay = %delay.label, "not due yet; waiting again");
-                self.publish(
-                    Target::Retry,
-                    &delay.label,
-                    &delivery.data,
-                    delivery.properties.clone(),
-                )
-                .await?;
-                metrics::counter!(metrics::JOBS, "outcome" => "deferred").increment(1);
+                let properties =
+                    job::with_headers(&delivery.properties, &[topology::retry_cc(&resource)]);
+                self.publish(Target::Retry, &delay.label, &delivery.data, properties)
+                    .await?;
+                metrics::counter!(metrics::JOBS, "outcome" => "deferred", "resource" => resource)
+                    .increment(1);
             }
             Outcome::Dead {
                 kind,
@@ -575,15 +597,19 @@ impl Worker<'_> {
                         ),
                     ],
                 );
-                self.publish(
-                    Target::Dead,
-                    delivery.routing_key.as_str(),
-                    &delivery.data,
-                    properties,
-                )
-                .await?;
-                metrics::counter!(metrics::JOBS, "outcome" => "dead").increment(1);
-                metrics::counter!(metrics::DEAD_LETTERS, "kind" => kind.as_str()).increment(1);
+                // Routed by the job's resource when the body names one (a retried delivery's
+                // own key is its delay label), so a dead letter's routing key is its resource.
+                let routing_key = if resource == UNKNOWN_RESOURCE {
+                    delivery.routing_key.as_str()
+                } else {
+                    resource.as_str()
+                };
+                self.publish(Target::Dead, routing_key, &delivery.data, properties)
+                    .await?;
+                metrics::counter!(metrics::JOBS, "outcome" => "dead", "resource" => resource.clone())
+                    .increment(1);
+                metrics::counter!(metrics::DEAD_LETTERS, "kind" => kind.as_str(), "resource" => resource)
+                    .increment(1);
             }
         }
         Ok(())
@@ -600,6 +626,7 @@ impl Worker<'_> {
         let exchange = match target {
             Target::Retry => self.topology.retry(),
             Target::Dead => self.topology.dead(),
+            Target::Jobs => self.topology.jobs(),
         };
         settle::until_confirmed(
             target,
@@ -630,6 +657,9 @@ impl Worker<'_> {
             .map_err(anyhow::Error::from)
     }
 }
+
+/// The `resource` label of a delivery whose body is no job.
+const UNKNOWN_RESOURCE: &str = "invalid";
 
 /// Longest wait for the broker to declare the whole topology again.
 const DECLARE_TIMEOUT: Duration = Duration::from_secs(10);

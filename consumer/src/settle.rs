@@ -24,6 +24,8 @@ use pokeq_shared::shutdown::CancellationToken;
 pub enum Target {
     Retry,
     Dead,
+    /// The jobs of the links a followed document names.
+    Jobs,
 }
 
 impl Target {
@@ -31,6 +33,7 @@ impl Target {
         match self {
             Target::Retry => "retry",
             Target::Dead => "dead",
+            Target::Jobs => "jobs",
         }
     }
 }

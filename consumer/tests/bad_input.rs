@@ -80,9 +80,9 @@ fn hostile_messages() -> Vec<Hostile> {
     }
     // Unknown resources.
     for resource in [
-        "berry",
+        "evolution",
         "item",
-        "move",
+        "berry",
         "Pokemon",
         "POKEMON",
         "pokemon ",

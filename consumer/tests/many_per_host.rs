@@ -129,8 +129,8 @@ async fn every_series_is_on_metrics_from_the_start_with_its_help() {
     let addr = format!("127.0.0.1:{}", free_port());
     let expected = [
         "# HELP pokeq_jobs_total",
-        "pokeq_jobs_total{outcome=\"dead\"} 0",
-        "pokeq_dead_letters_total{kind=\"delivery_limit\"} 0",
+        "pokeq_jobs_total{outcome=\"dead\",resource=\"pokemon\"} 0",
+        "pokeq_dead_letters_total{kind=\"delivery_limit\",resource=\"pokemon\"} 0",
         "pokeq_settle_failures_total{target=\"retry\"} 0",
         "pokeq_reconnects_total{target=\"database\"} 0",
         "pokeq_api_circuit_open 0",

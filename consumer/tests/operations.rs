@@ -113,18 +113,37 @@ async fn metrics_count_what_happened_logs_are_json_and_sigterm_exits_zero() {
         .unwrap();
     let samples = parse_prometheus(&text);
     let get = |series: &str| samples.get(series).copied().unwrap_or(0.0);
-    assert_eq!(get(r#"pokeq_jobs_total{outcome="done"}"#), 38.0, "{text}");
-    assert_eq!(get(r#"pokeq_jobs_total{outcome="retry"}"#), 1.0);
-    assert_eq!(get(r#"pokeq_jobs_total{outcome="dead"}"#), 2.0);
-    assert_eq!(get(r#"pokeq_dead_letters_total{kind="not_found"}"#), 1.0);
     assert_eq!(
-        get(r#"pokeq_dead_letters_total{kind="malformed_payload"}"#),
+        get(r#"pokeq_jobs_total{outcome="done",resource="pokemon"}"#),
+        38.0,
+        "{text}"
+    );
+    assert_eq!(
+        get(r#"pokeq_jobs_total{outcome="retry",resource="pokemon"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"pokeq_jobs_total{outcome="dead",resource="pokemon"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"pokeq_dead_letters_total{kind="not_found",resource="pokemon"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"pokeq_dead_letters_total{kind="malformed_payload",resource="pokemon"}"#),
         1.0
     );
     assert_eq!(get(r#"pokeq_retries_total{delay="100ms"}"#), 1.0);
     assert_eq!(sum_of(&samples, "pokeq_api_requests_total"), 41.0);
-    assert_eq!(get(r#"pokeq_api_requests_total{status="404"}"#), 1.0);
-    assert_eq!(get(r#"pokeq_api_requests_total{status="503"}"#), 1.0);
+    assert_eq!(
+        get(r#"pokeq_api_requests_total{status="404",resource="pokemon"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"pokeq_api_requests_total{status="503",resource="pokemon"}"#),
+        1.0
+    );
     assert_eq!(get("pokeq_api_request_duration_seconds_count"), 41.0);
     let commits = get("pokeq_db_transaction_duration_seconds_count");
     assert!(

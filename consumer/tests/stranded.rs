@@ -257,7 +257,7 @@ async fn a_purged_jobs_queue_is_recovered_by_a_rerun_and_the_duplicates_are_harm
     assert!(
         wait_until(SETTLE, || async {
             consumer
-                .metric(r#"pokeq_jobs_total{outcome="skipped"}"#)
+                .metric(r#"pokeq_jobs_total{outcome="skipped",resource="pokemon"}"#)
                 .await
                 == 3.0
         })

@@ -27,7 +27,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use pokeq_shared::broker;
 use pokeq_shared::config::{Common, CommonArgs, ConfigError, parse_duration};
-use pokeq_shared::job::{Job, RESOURCE};
+use pokeq_shared::job::Job;
 use pokeq_shared::metrics;
 use pokeq_shared::pokeapi::{ClientOptions, FetchError, ListEntry, ListPage, PokeApi};
 use pokeq_shared::rate::{Gate, Politeness, PolitenessArgs};
@@ -86,6 +86,22 @@ pub struct Cli {
     #[arg(long, env = "POKEQ_REQUEUE_AFTER", default_value = "1h", value_parser = parse_requeue_after)]
     pub requeue_after: Duration,
 
+    /// The resources to list and publish jobs for, comma-separated: any of pokemon,
+    /// pokemon-species, evolution-chain, type, ability, move. Each is listed in turn.
+    #[arg(
+        long,
+        env = "POKEQ_RESOURCES",
+        default_value = "pokemon",
+        value_delimiter = ','
+    )]
+    pub resources: Vec<String>,
+
+    /// Crawl by links: the jobs published carry `"follow":true`, and the consumer storing such
+    /// a job's document enqueues the documents it links to (pokemon → species, types,
+    /// abilities, moves; species → evolution chain; chain → species), each once.
+    #[arg(long, env = "POKEQ_FOLLOW")]
+    pub follow: bool,
+
     /// Address of /metrics, /healthz and /readyz while the run lasts, or `off`.
     #[arg(long, env = "METRICS_ADDR", default_value = "off", value_parser = metrics::parse_addr)]
     pub metrics_addr: metrics::Endpoint,
@@ -114,11 +130,38 @@ pub struct Config {
     pub politeness: Politeness,
     pub metrics_addr: metrics::Listen,
     pub patience: Duration,
+    /// Resources listed, in the order given, each once.
+    pub resources: Vec<String>,
+    pub follow: bool,
 }
 
 impl Cli {
     pub fn validate(&self) -> Result<Config, ConfigError> {
+        let mut resources: Vec<String> = Vec::new();
+        for name in &self.resources {
+            let name = name.trim();
+            if !pokeq_shared::resources::is_known(name) {
+                let known: Vec<&str> = pokeq_shared::resources::names().collect();
+                return Err(ConfigError::new(
+                    "POKEQ_RESOURCES",
+                    &self.resources.join(","),
+                    format!("unknown resource {name:?}; known: {}", known.join(", ")),
+                ));
+            }
+            if !resources.iter().any(|r| r == name) {
+                resources.push(name.to_owned());
+            }
+        }
+        if resources.is_empty() {
+            return Err(ConfigError::new(
+                "POKEQ_RESOURCES",
+                "",
+                "name at least one resource",
+            ));
+        }
         Ok(Config {
+            resources,
+            follow: self.follow,
             common: self.common.validate()?,
             page_size: self.page_size,
             limit: self.limit,
@@ -180,6 +223,8 @@ struct Producer {
     retry_failed: bool,
     refresh: bool,
     requeue_after: Duration,
+    /// Whether the jobs published carry `follow`.
+    follow: bool,
     progress: Arc<Progress>,
 }
 
@@ -246,6 +291,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         retry_failed: config.retry_failed,
         refresh: config.refresh,
         requeue_after: config.requeue_after,
+        follow: config.follow,
         progress: Arc::new(Progress::default()),
     });
 
@@ -275,32 +321,56 @@ async fn produce(
     let first_limit = config
         .limit
         .map_or(config.page_size, |limit| limit.min(config.page_size));
-    let first = producer.fetch_page(0, first_limit.max(1)).await?;
-    let total = believed_total(first.count, config.limit);
-    if total < first.count && config.limit.is_none() {
-        tracing::warn!(
+    // Every resource's count first, so that the run's plan covers them all.
+    let mut plans = Vec::with_capacity(config.resources.len());
+    for resource in &config.resources {
+        let first = producer.fetch_page(resource, 0, first_limit.max(1)).await?;
+        let total = believed_total(first.count, config.limit);
+        if total < first.count && config.limit.is_none() {
+            tracing::warn!(
+                resource,
+                count = first.count,
+                believed = total,
+                "the list claims more items than any PokeAPI holds; planning for fewer (--limit plans more)"
+            );
+        }
+        let pages = plan(total, config.page_size);
+        tracing::info!(
+            resource,
             count = first.count,
-            believed = total,
-            "the list claims more items than any PokeAPI holds; planning for fewer (--limit plans more)"
+            total,
+            pages = pages.len(),
+            "planned"
         );
+        plans.push((resource.as_str(), total, first.results, pages));
     }
-    let pages = plan(total, config.page_size);
-    tracing::info!(count = first.count, total, pages = pages.len(), "planned");
+    let total: u64 = plans.iter().map(|(_, total, _, _)| total).sum();
+    let page_count: usize = plans.iter().map(|(_, _, _, pages)| pages.len()).sum();
     producer
         .patience
         .run("plan the run", || {
             producer
                 .store
-                .plan_run(producer.run, total as i64, pages.len() as i64)
+                .plan_run(producer.run, total as i64, page_count as i64)
         })
         .await?;
     let reporting = CancellationToken::new();
     let reporter = progress::report(
         Arc::clone(&producer.progress),
-        pages.len() as u64,
+        page_count as u64,
         reporting.clone(),
     );
-    let published = publish_pages(producer, config, shutdown, first.results, &pages).await;
+    let mut published = Ok(());
+    for (resource, _, first, pages) in plans {
+        published = publish_pages(producer, config, shutdown, resource, first, &pages).await;
+        if published.is_err() || shutdown.is_cancelled() {
+            break;
+        }
+    }
+    if config.follow && published.is_ok() && !shutdown.is_cancelled() {
+        let listed: Vec<&str> = config.resources.iter().map(String::as_str).collect();
+        published = producer.republish_stale_links(&listed).await;
+    }
     reporting.cancel();
     let _ = reporter.await;
 
@@ -308,7 +378,7 @@ async fn produce(
         listed: producer.progress.listed.load(Ordering::Relaxed),
         published: producer.progress.published.load(Ordering::Relaxed),
         skipped: producer.progress.skipped.load(Ordering::Relaxed),
-        pages: pages.len() as u64,
+        pages: page_count as u64,
         refused: producer.progress.refused.load(Ordering::Relaxed),
     };
     if shutdown.is_cancelled() {
@@ -324,20 +394,21 @@ async fn publish_pages(
     producer: &Arc<Producer>,
     config: &Config,
     shutdown: &CancellationToken,
+    resource: &str,
     mut first_results: Vec<ListEntry>,
     pages: &[(u64, u64)],
 ) -> anyhow::Result<()> {
     first_results.truncate(pages.first().map_or(0, |(_, limit)| *limit as usize));
-    producer.publish_page(first_results).await?;
+    producer.publish_page(resource, first_results).await?;
     let rest = stream::iter(pages.iter().skip(1).copied())
         .take_until(shutdown.cancelled())
         .map(|(offset, limit)| {
             let producer = Arc::clone(producer);
             async move {
-                let page = producer.fetch_page(offset, limit).await?;
+                let page = producer.fetch_page(resource, offset, limit).await?;
                 let mut results = page.results;
                 results.truncate(limit as usize);
-                producer.publish_page(results).await
+                producer.publish_page(resource, results).await
             }
         })
         .buffer_unordered(config.concurrency);
@@ -394,8 +465,13 @@ pub fn plan(total: u64, page_size: u64) -> Vec<(u64, u64)> {
 impl Producer {
     /// One list page, retried while the failure is transient ([`retry::LIST_PAGE`]), until
     /// shutdown.
-    async fn fetch_page(&self, offset: u64, limit: u64) -> anyhow::Result<ListPage> {
-        let fetching = (|| self.api.list(offset, limit))
+    async fn fetch_page(
+        &self,
+        resource: &str,
+        offset: u64,
+        limit: u64,
+    ) -> anyhow::Result<ListPage> {
+        let fetching = (|| self.api.list_of(resource, offset, limit))
             .retry(retry::LIST_PAGE)
             .when(FetchError::is_transient)
             .adjust(|error, delay| match error {
@@ -405,12 +481,12 @@ impl Producer {
                 } => delay.map(|d| d.max(*wait)),
                 _ => delay,
             })
-            .notify(|error, wait| tracing::warn!(offset, %error, ?wait, "list request failed"));
+            .notify(|error, wait| tracing::warn!(resource, offset, %error, ?wait, "list request failed"));
         tokio::select! {
             page = fetching => page
-                .with_context(|| format!("cannot fetch the list page at offset {offset}")),
+                .with_context(|| format!("cannot fetch the {resource} list page at offset {offset}")),
             () = self.patience.shutdown.cancelled() => {
-                anyhow::bail!("interrupted while fetching the list page at offset {offset}")
+                anyhow::bail!("interrupted while fetching the {resource} list page at offset {offset}")
             }
         }
     }
@@ -419,25 +495,28 @@ impl Producer {
     /// ones `queued`.
     async fn publish_page(
         &self,
+        resource: &str,
         results: Vec<pokeq_shared::pokeapi::ListEntry>,
     ) -> anyhow::Result<()> {
         let mut items = Vec::with_capacity(results.len());
         for entry in results {
             match entry.id() {
-                Some(id) => items.push((id, entry.name)),
+                Some(id) => items.push((id, entry.name.unwrap_or_default())),
                 None => {
-                    tracing::warn!(url = %entry.url, name = %entry.name, "list entry without an id; ignored")
+                    tracing::warn!(resource, url = %entry.url, name = ?entry.name, "list entry without an id; ignored")
                 }
             }
         }
         items.sort_unstable_by_key(|(id, _)| *id);
         items.dedup_by_key(|(id, _)| *id);
-        let (items, refused) = record::record_listed(&self.store, &self.patience, items).await?;
+        let (items, refused) =
+            record::record_listed(&self.store, &self.patience, resource, items).await?;
         let ids: Vec<i32> = items.iter().map(|(id, _)| *id).collect();
         let claimed = self
             .patience
             .run("claim items to publish", || {
                 self.store.claim_for_publish(
+                    resource,
                     &ids,
                     self.retry_failed,
                     self.refresh,
@@ -445,13 +524,63 @@ impl Producer {
                 )
             })
             .await?;
-        let shutdown = &self.patience.shutdown;
         let jobs: Vec<Job> = items
             .into_iter()
             .filter(|(id, _)| claimed.contains(id))
-            .map(|(id, name)| Job::new(id, name))
+            .map(|(id, name)| Job::of(resource, id, name).following(self.follow))
             .collect();
+        self.publish_jobs(resource, jobs).await?;
+        metrics::counter!(metrics::PAGES).increment(1);
+        let listed = ids.len() as u64 + refused;
+        let skipped = listed - claimed.len() as u64;
+        let progress = &self.progress;
+        progress.listed.fetch_add(listed, Ordering::Relaxed);
+        progress.skipped.fetch_add(skipped, Ordering::Relaxed);
+        progress.refused.fetch_add(refused, Ordering::Relaxed);
+        progress.pages_done.fetch_add(1, Ordering::Relaxed);
+        let totals = RunProgress {
+            pages_done: progress.pages_done.load(Ordering::Relaxed) as i64,
+            listed: progress.listed.load(Ordering::Relaxed) as i64,
+            published: progress.published.load(Ordering::Relaxed) as i64,
+            skipped: progress.skipped.load(Ordering::Relaxed) as i64,
+        };
+        self.patience
+            .run("record the page", || self.store.page_done(self.run, totals))
+            .await?;
+        Ok(())
+    }
 
+    /// With `--follow`, after the lists: publishes again the links of other resources that
+    /// consumers enqueued and whose jobs may be lost ([`Store::claim_stale_links`]).
+    async fn republish_stale_links(&self, listed: &[&str]) -> anyhow::Result<()> {
+        let claimed = self
+            .patience
+            .run("claim stale links", || {
+                self.store.claim_stale_links(listed, self.requeue_after)
+            })
+            .await?;
+        let mut by_resource: std::collections::BTreeMap<String, Vec<Job>> = Default::default();
+        for (resource, id, name) in claimed {
+            let job = Job::of(&resource, id, name).following(true);
+            by_resource.entry(resource).or_default().push(job);
+        }
+        for (resource, jobs) in by_resource {
+            tracing::info!(
+                resource,
+                jobs = jobs.len(),
+                "publishing links whose jobs may be lost"
+            );
+            for chunk in jobs.chunks(1000) {
+                self.publish_jobs(&resource, chunk.to_vec()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `jobs`, all of `resource`, until the broker confirmed each (retrying with
+    /// [`retry::PAGE_PUBLISH`]), and marks the confirmed ones `queued`.
+    async fn publish_jobs(&self, resource: &str, jobs: Vec<Job>) -> anyhow::Result<()> {
+        let shutdown = &self.patience.shutdown;
         let mut unconfirmed = jobs;
         let mut delays = retry::PAGE_PUBLISH.waits();
         loop {
@@ -461,7 +590,9 @@ impl Producer {
             let (confirmed, failed) = self.publish_batch(&unconfirmed).await;
             if !confirmed.is_empty() {
                 self.patience
-                    .run("mark jobs queued", || self.store.mark_queued(&confirmed))
+                    .run("mark jobs queued", || {
+                        self.store.mark_queued(resource, &confirmed)
+                    })
                     .await?;
                 self.progress
                     .published
@@ -469,7 +600,7 @@ impl Producer {
                 metrics::counter!(metrics::PUBLISHED).increment(confirmed.len() as u64);
             }
             match failed {
-                None => break,
+                None => return Ok(()),
                 Some(error) if pokeq_shared::exit::misconfiguration(&error).is_some() => {
                     // A reconnect the broker refused (a password changed, a queue redeclared
                     // differently) stays refused: no point in the remaining tries.
@@ -497,24 +628,6 @@ impl Producer {
                 }
             }
         }
-        metrics::counter!(metrics::PAGES).increment(1);
-        let listed = ids.len() as u64 + refused;
-        let skipped = listed - claimed.len() as u64;
-        let progress = &self.progress;
-        progress.listed.fetch_add(listed, Ordering::Relaxed);
-        progress.skipped.fetch_add(skipped, Ordering::Relaxed);
-        progress.refused.fetch_add(refused, Ordering::Relaxed);
-        progress.pages_done.fetch_add(1, Ordering::Relaxed);
-        let totals = RunProgress {
-            pages_done: progress.pages_done.load(Ordering::Relaxed) as i64,
-            listed: progress.listed.load(Ordering::Relaxed) as i64,
-            published: progress.published.load(Ordering::Relaxed) as i64,
-            skipped: progress.skipped.load(Ordering::Relaxed) as i64,
-        };
-        self.patience
-            .run("record the page", || self.store.page_done(self.run, totals))
-            .await?;
-        Ok(())
     }
 
     /// Publishes every job, then awaits every confirm: the ids the broker confirmed, and the
@@ -537,7 +650,7 @@ impl Producer {
             let body = job.encode();
             let publish = channel.basic_publish(
                 ShortString::from(self.exchange.as_str()),
-                ShortString::from(RESOURCE),
+                ShortString::from(job.resource.as_str()),
                 BasicPublishOptions {
                     mandatory: true,
                     ..BasicPublishOptions::default()
@@ -561,6 +674,8 @@ impl Producer {
             }
         }
         let mut confirmed = Vec::with_capacity(pending.len());
+        // A batch is one page, of one resource: the routing key of all its jobs.
+        let routing_key = jobs.first().map_or("", |job| job.resource.as_str());
         for (id, confirm) in pending {
             let outcome = tokio::select! {
                 outcome = tokio::time::timeout(CONFIRM_TIMEOUT, confirm) => outcome,
@@ -570,7 +685,7 @@ impl Producer {
                 }
             };
             let outcome = match outcome {
-                Ok(Ok(confirmation)) => broker::check(confirmation, &self.exchange, RESOURCE),
+                Ok(Ok(confirmation)) => broker::check(confirmation, &self.exchange, routing_key),
                 Ok(Err(e)) => Err(e.into()),
                 Err(_) => Err(broker::BrokerError::ConfirmTimeout(CONFIRM_TIMEOUT)),
             };
@@ -603,6 +718,34 @@ mod tests {
         assert!(parse_requeue_after("5").is_err());
         let cli = Cli::try_parse_from(["producer"]).expect("defaults");
         assert_eq!(cli.requeue_after, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn resources_are_known_names_each_once_and_pokemon_by_default() {
+        let base = [
+            "producer",
+            "--amqp-url",
+            "amqp://localhost",
+            "--database-url",
+            "postgres://localhost/pokeq",
+        ];
+        let parse = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            Cli::try_parse_from(args).expect("flags").validate()
+        };
+        let config = parse(&[]).expect("defaults");
+        assert_eq!(config.resources, ["pokemon"]);
+        assert!(!config.follow);
+        let config = parse(&["--resources", "pokemon,type,pokemon", "--follow"]).expect("valid");
+        assert_eq!(config.resources, ["pokemon", "type"]);
+        assert!(config.follow);
+        let error = parse(&["--resources", "pokemon,berry"])
+            .expect_err("berry is no resource")
+            .to_string();
+        assert!(
+            error.contains("POKEQ_RESOURCES") && error.contains("berry"),
+            "{error}"
+        );
     }
 
     #[test]

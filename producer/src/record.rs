@@ -15,10 +15,13 @@ use crate::patience::{GaveUp, Patience};
 pub async fn record_listed(
     store: &Store,
     patience: &Patience,
+    resource: &str,
     items: Vec<(i32, String)>,
 ) -> Result<(Vec<(i32, String)>, u64), GaveUp> {
     let error = match patience
-        .run("record listed items", || store.record_listed(&items))
+        .run("record listed items", || {
+            store.record_listed(resource, &items)
+        })
         .await
     {
         Ok(()) => return Ok((items, 0)),
@@ -37,7 +40,7 @@ pub async fn record_listed(
     for item in items {
         match patience
             .run("record a listed item", || {
-                store.record_listed(std::slice::from_ref(&item))
+                store.record_listed(resource, std::slice::from_ref(&item))
             })
             .await
         {

@@ -8,7 +8,9 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde::{Deserialize, Serialize};
 
-/// The only resource kind pokeq ingests today; also the routing key of its jobs.
+/// The resource of the jobs pokeq started with, and of every job a producer publishes by
+/// default (`--resources`). Every resource [`crate::resources::names`] lists is accepted; a job's
+/// resource is also its routing key.
 pub const RESOURCE: &str = "pokemon";
 /// The body format version this build writes and reads.
 pub const VERSION: u32 = 1;
@@ -38,6 +40,11 @@ pub struct Job {
     pub id: i32,
     #[serde(default)]
     pub name: String,
+    /// Set by `producer --follow`: the consumer that stores this job's document enqueues the
+    /// documents it links to (absent from `ingest_items` only), as jobs that follow in turn.
+    /// Left out of the body when false, so a body without it reads as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow: bool,
 }
 
 /// A body that is not a job this build can run.
@@ -46,16 +53,30 @@ pub struct Job {
 pub struct InvalidMessage(pub String);
 
 impl Job {
+    /// A pokemon job.
     pub fn new(id: i32, name: impl Into<String>) -> Self {
+        Self::of(RESOURCE, id, name)
+    }
+
+    /// A job for any resource; `resource` must be one of [`crate::resources::names`] for a
+    /// consumer to accept it.
+    pub fn of(resource: &str, id: i32, name: impl Into<String>) -> Self {
         Self {
             v: VERSION,
-            resource: RESOURCE.to_owned(),
+            resource: resource.to_owned(),
             id,
             name: name.into(),
+            follow: false,
         }
     }
 
-    /// `pokemon/<id>`: the AMQP message id, stable across retries and replays.
+    /// This job with `follow` set as given.
+    pub fn following(mut self, follow: bool) -> Self {
+        self.follow = follow;
+        self
+    }
+
+    /// `<resource>/<id>`: the AMQP message id, stable across retries and replays.
     pub fn message_id(&self) -> String {
         format!("{}/{}", self.resource, self.id)
     }
@@ -105,10 +126,12 @@ impl Job {
                 job.v
             )));
         }
-        if job.resource != RESOURCE {
+        if !crate::resources::is_known(&job.resource) {
+            let known: Vec<&str> = crate::resources::names().collect();
             return Err(InvalidMessage(format!(
-                "unknown resource {:?} (expected {RESOURCE:?})",
-                job.resource
+                "unknown resource {:?} (expected one of {})",
+                job.resource,
+                known.join(", ")
             )));
         }
         if job.id <= 0 {
@@ -316,6 +339,17 @@ mod tests {
             r#"{"v":1,"resource":"pokemon","id":25,"name":"pikachu"}"#
         );
         assert_eq!(Job::decode(&body).unwrap(), Job::new(25, "pikachu"));
+        let species = Job::of("pokemon-species", 133, "eevee").following(true);
+        assert_eq!(
+            std::str::from_utf8(&species.encode()).unwrap(),
+            r#"{"v":1,"resource":"pokemon-species","id":133,"name":"eevee","follow":true}"#
+        );
+        assert_eq!(Job::decode(&species.encode()).unwrap(), species);
+        assert_eq!(species.message_id(), "pokemon-species/133");
+        for resource in crate::resources::names() {
+            let body = format!(r#"{{"v":1,"resource":"{resource}","id":3}}"#);
+            assert_eq!(Job::decode(body.as_bytes()).unwrap().resource, resource);
+        }
     }
 
     #[test]

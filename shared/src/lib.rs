@@ -27,6 +27,7 @@ pub mod circuit;
 pub mod config;
 pub mod exit;
 pub mod job;
+pub mod links;
 pub mod metrics;
 pub mod pgerror;
 pub mod pokeapi;

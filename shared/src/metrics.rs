@@ -21,17 +21,21 @@ use tokio_util::sync::CancellationToken;
 // The recording macros, so binaries record through this module alone.
 pub use ::metrics::{counter, gauge, histogram};
 
-/// Jobs by how they ended: `done`, `skipped` (already done), `retry`, `deferred`, `dead`.
+/// Jobs by how they ended: `done`, `skipped` (already done), `retry`, `deferred`, `dead`; and by
+/// `resource` (`invalid` for a body that is no job).
 pub const JOBS: &str = "pokeq_jobs_total";
+/// Jobs a consumer published for the links of followed documents, by resource linked.
+pub const LINKS_ENQUEUED: &str = "pokeq_links_enqueued_total";
 /// Jobs sent to a wait queue, by delay label.
 pub const RETRIES: &str = "pokeq_retries_total";
-/// Dead letters by kind: those a consumer publishes, and those the broker dead-lettered itself
+/// Dead letters by kind and resource: those a consumer publishes, and those the broker dead-lettered itself
 /// (`delivery_limit`, ...) as the consumer reading the ledger records them.
 pub const DEAD_LETTERS: &str = "pokeq_dead_letters_total";
 /// Publishes of a retry or dead letter that failed (nacked, returned, unconfirmed), by target
 /// (`retry`, `dead`); each is retried with backoff, the delivery held meanwhile.
 pub const SETTLE_FAILURES: &str = "pokeq_settle_failures_total";
-/// API requests by status (`200`, `404`, `429`, ... or `error` when no response came).
+/// API requests by status (`200`, `404`, `429`, ... or `error` when no response came) and
+/// resource (`pokemon`, `type`, ...).
 pub const API_REQUESTS: &str = "pokeq_api_requests_total";
 /// Latency of API requests, body included.
 pub const API_SECONDS: &str = "pokeq_api_request_duration_seconds";
@@ -125,6 +129,10 @@ fn describe() {
         JOBS,
         "Jobs by how they ended: done, skipped (already done), retry, deferred, dead."
     );
+    describe_counter!(
+        LINKS_ENQUEUED,
+        "Jobs published for the links of followed documents, by resource linked."
+    );
     describe_counter!(RETRIES, "Jobs sent to a retry wait queue, by delay.");
     describe_counter!(
         DEAD_LETTERS,
@@ -190,13 +198,16 @@ pub enum Binary {
 pub fn preregister(binary: Binary) {
     match binary {
         Binary::Consumer => {
-            for outcome in ["done", "skipped", "retry", "deferred", "dead"] {
-                counter!(JOBS, "outcome" => outcome).increment(0);
+            for resource in crate::resources::names() {
+                for outcome in ["done", "skipped", "retry", "deferred", "dead"] {
+                    counter!(JOBS, "outcome" => outcome, "resource" => resource).increment(0);
+                }
+                for kind in crate::job::ErrorKind::ALL {
+                    counter!(DEAD_LETTERS, "kind" => kind.as_str(), "resource" => resource)
+                        .increment(0);
+                }
             }
-            for kind in crate::job::ErrorKind::ALL {
-                counter!(DEAD_LETTERS, "kind" => kind.as_str()).increment(0);
-            }
-            for target in ["retry", "dead"] {
+            for target in ["retry", "dead", "jobs"] {
                 counter!(SETTLE_FAILURES, "target" => target).increment(0);
             }
             for target in ["broker", "database"] {

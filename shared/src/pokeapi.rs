@@ -64,7 +64,9 @@ pub struct ListPage {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ListEntry {
-    pub name: String,
+    /// Absent from the entries of resources without names (evolution-chain).
+    #[serde(default)]
+    pub name: Option<String>,
     pub url: String,
 }
 
@@ -169,7 +171,17 @@ impl PokeApi {
     }
 
     pub async fn list(&self, offset: u64, limit: u64) -> Result<ListPage, FetchError> {
-        let url = format!("{}/pokemon/?offset={offset}&limit={limit}", self.base);
+        self.list_of(crate::resources::POKEMON, offset, limit).await
+    }
+
+    /// One page of the list of `resource` (one of [`crate::resources::names`]).
+    pub async fn list_of(
+        &self,
+        resource: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<ListPage, FetchError> {
+        let url = format!("{}/{resource}/?offset={offset}&limit={limit}", self.base);
         let body = match self.get(&url, None).await? {
             Fetched::Document { body, .. } => body,
             Fetched::NotModified => {
@@ -193,6 +205,35 @@ impl PokeApi {
         }
         self.get(&format!("{}/pokemon/{id}/", self.base), known)
             .await
+    }
+
+    /// The detail document of one item of a Pokédex resource other than pokemon, as
+    /// [`PokeApi::pokemon`]: the same gate, circuit, quick retries, validators and body cap.
+    pub async fn document(
+        &self,
+        resource: &dyn crate::resources::Resource,
+        id: i32,
+        known: Option<&Validators>,
+    ) -> Result<Fetched, FetchError> {
+        if id <= 0 {
+            return Err(FetchError::Permanent(format!("id {id} is not positive")));
+        }
+        self.get(
+            &format!("{}/{}", self.base, resource.detail_path(id)),
+            known,
+        )
+        .await
+    }
+
+    /// The resource a request URL of this client asks for (its first path segment after the
+    /// base), for the `resource` label of the request metrics.
+    fn resource_of(&self, url: &str) -> String {
+        let path = url.strip_prefix(&self.base).unwrap_or(url);
+        let segment = path.trim_start_matches('/').split(['/', '?']).next();
+        match segment {
+            Some(name) if crate::resources::is_known(name) => name.to_owned(),
+            _ => "other".to_owned(),
+        }
     }
 
     /// One document, asked again at once (within [`ClientOptions::quick_retries`]) when it
@@ -305,7 +346,8 @@ impl PokeApi {
             Err((Some(status), _)) => status.as_str().to_owned(),
             Err((None, _)) => "error".to_owned(),
         };
-        metrics::counter!(crate::metrics::API_REQUESTS, "status" => status).increment(1);
+        metrics::counter!(crate::metrics::API_REQUESTS, "status" => status, "resource" => self.resource_of(url))
+            .increment(1);
         metrics::histogram!(crate::metrics::API_SECONDS).record(started.elapsed().as_secs_f64());
         (signal, result)
     }

@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 
 use crate::broker::{BrokerError, Refusal, refusal};
 use crate::config::{Misconfigured, QueueType, format_duration, parse_duration};
-use crate::job::RESOURCE;
 
 /// Deliveries of one message before a quorum jobs queue dead-letters it: the guard against a
 /// message that crashes every consumer that takes it. Matches RabbitMQ 4's default.
@@ -257,12 +256,17 @@ impl Topology {
                 name: self.jobs(),
                 arguments: jobs_args,
             },
-            Declaration::Binding {
+        ];
+        // One jobs queue for every resource, bound once per resource key: one prefetch and one
+        // pool of consumers share the work whatever its mix, which changes over a crawl (pokemon
+        // first, then the documents they link to).
+        list.extend(
+            crate::resources::names().map(|resource| Declaration::Binding {
                 exchange: self.jobs(),
                 queue: self.jobs(),
-                routing_key: RESOURCE.to_owned(),
-            },
-        ];
+                routing_key: resource.to_owned(),
+            }),
+        );
         let Some(delays) = &self.delays else {
             return list;
         };
@@ -279,8 +283,11 @@ impl Topology {
                 "x-message-ttl".into(),
                 json!(delay.duration.as_millis() as u64),
             );
+            // No `x-dead-letter-routing-key`: an expired job goes back with the keys it was
+            // published with, its delay label (bound to nothing in the jobs exchange) and, in its
+            // `CC` header, its resource (see [`retry_cc`]), so every resource comes back to the
+            // jobs queue by its own key.
             args.insert("x-dead-letter-exchange".into(), json!(self.jobs()));
-            args.insert("x-dead-letter-routing-key".into(), json!(RESOURCE));
             list.push(Declaration::Queue {
                 name: self.retry_queue(delay),
                 arguments: args,
@@ -405,6 +412,17 @@ async fn declare_one(channel: &Channel, declaration: &Declaration) -> Result<(),
                 .await
         }
     }
+}
+
+/// The `CC` header a retried job is published with: its resource, as an extra routing key. The
+/// retry exchange routes by the delay label (the resource key is bound to nothing there); when
+/// the wait queue expires the job, RabbitMQ dead-letters it with all its routing keys, CC
+/// included, and the jobs exchange routes it by the resource.
+pub fn retry_cc(resource: &str) -> (&'static str, AMQPValue) {
+    (
+        "CC",
+        AMQPValue::FieldArray(vec![AMQPValue::LongString(LongString::from(resource))].into()),
+    )
 }
 
 fn field_table(arguments: &serde_json::Map<String, Value>) -> FieldTable {

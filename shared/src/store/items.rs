@@ -16,9 +16,14 @@
 //!
 //! Each edge, its function, and who takes it when:
 //! - (new) → `pending`: [`Store::record_listed`]; the producer lists an item for the first time.
+//! - (new) → `queued`: [`Store::enqueue_links`]; a consumer following links (`--follow`) found
+//!   a document linked that no item stands for yet, and publishes its job next.
 //! - `pending → queued`: [`Store::mark_queued`]; the broker confirmed the item's job.
 //! - `queued → pending`: [`Store::claim_for_publish`]; a producer rerun finds the item untouched
 //!   for `requeue_after` (its job may be lost) and publishes it again.
+//! - `queued → pending`: [`Store::claim_stale_links`]; a `--follow` producer run finds an item of
+//!   a resource it does not list untouched for `requeue_after` (a consumer enqueued it as a link
+//!   and may have crashed before publishing its job) and publishes it again.
 //! - `failed → pending`: [`Store::claim_for_publish`] with `--retry-failed`.
 //! - `done → pending`: [`Store::claim_for_publish`] with `--refresh`.
 //! - `queued → queued`: [`Store::record_attempt`]; a transient failure, the job waits in a retry
@@ -187,19 +192,55 @@ const SAVE_DONE: &str = "with input as (
 impl Store {
     /// Edge (new) → `pending`: records listed items as `pending`; items already known keep their
     /// state.
-    pub async fn record_listed(&self, items: &[(i32, String)]) -> Result<(), StoreError> {
+    pub async fn record_listed(
+        &self,
+        resource: &str,
+        items: &[(i32, String)],
+    ) -> Result<(), StoreError> {
         let (ids, names): (Vec<i32>, Vec<&str>) =
             items.iter().map(|(id, name)| (*id, name.as_str())).unzip();
         let client = self.pool.get().await?;
         client
             .execute(
                 "insert into ingest_items (resource, id, name, status)
-                 select $1, t.id, t.name, 'pending' from unnest($2::int[], $3::text[]) as t(id, name)
+                 select $1, t.id, nullif(t.name, ''), 'pending'
+                 from unnest($2::int[], $3::text[]) as t(id, name)
                  on conflict (resource, id) do nothing",
-                &[&RESOURCE, &ids, &names],
+                &[&resource, &ids, &names],
             )
             .await?;
         Ok(())
+    }
+
+    /// Edge (new) → `queued`: the links of a stored document (`--follow`), inserted as `queued`
+    /// items unless known already, in one statement; returns the `(resource, id)` of those it
+    /// inserted, whose jobs the caller then publishes (before acknowledging the parent's
+    /// delivery). Known items are left alone whatever their state: each linked document is
+    /// enqueued once however many consumers store documents linking to it at the same time (the
+    /// primary key decides which insert wins), and a rerun enqueues nothing. A crash between this
+    /// and the publish leaves the items `queued` without a job: the producer's `--requeue-after`
+    /// publishes them again.
+    pub async fn enqueue_links(
+        &self,
+        links: &[(&str, i32)],
+    ) -> Result<Vec<(String, i32)>, StoreError> {
+        if links.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (resources, ids): (Vec<&str>, Vec<i32>) = links.iter().copied().unzip();
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "insert into ingest_items (resource, id, status, queued_at)
+                 select resource, id, 'queued', now()
+                 from unnest($1::text[], $2::int[]) as t(resource, id)
+                 order by resource, id
+                 on conflict (resource, id) do nothing
+                 returning resource, id",
+                &[&resources, &ids],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
     /// Edges `queued → pending`, `failed → pending` and `done → pending`, for a producer run. Of
@@ -211,6 +252,7 @@ impl Store {
     /// if later.
     pub async fn claim_for_publish(
         &self,
+        resource: &str,
         ids: &[i32],
         retry_failed: bool,
         refresh: bool,
@@ -234,7 +276,7 @@ impl Store {
                  union all
                  select id from moved",
                 &[
-                    &RESOURCE,
+                    &resource,
                     &ids,
                     &retry_failed,
                     &refresh,
@@ -245,15 +287,41 @@ impl Store {
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
+    /// Edge `queued → pending`, for a producer run with `--follow`: the items of resources other
+    /// than `listed` (which the run's lists cover) `queued` and untouched for `requeue_after`,
+    /// moved back to `pending` for the run to publish again, with their names. They are links a
+    /// consumer enqueued ([`Store::enqueue_links`]) whose job may be lost: the consumer stopped
+    /// between inserting them and publishing, or the broker lost the job.
+    pub async fn claim_stale_links(
+        &self,
+        listed: &[&str],
+        requeue_after: Duration,
+    ) -> Result<Vec<(String, i32, String)>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "update ingest_items set status = 'pending', updated_at = now()
+                 where status = 'queued' and resource <> all($1)
+                   and greatest(updated_at, queued_at) <= now() - make_interval(secs => $2)
+                 returning resource, id, coalesce(name, '')",
+                &[&listed, &requeue_after.as_secs_f64()],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect())
+    }
+
     /// Edge `pending → queued`, for jobs the broker confirmed. An item a consumer already finished
     /// (done or failed) stays as it is.
-    pub async fn mark_queued(&self, ids: &[i32]) -> Result<u64, StoreError> {
+    pub async fn mark_queued(&self, resource: &str, ids: &[i32]) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
         Ok(client
             .execute(
                 "update ingest_items set status = 'queued', queued_at = now(), updated_at = now()
                  where resource = $1 and id = any($2) and status = 'pending'",
-                &[&RESOURCE, &ids],
+                &[&resource, &ids],
             )
             .await?)
     }
@@ -263,6 +331,7 @@ impl Store {
     /// row are absent.
     pub async fn item_states(
         &self,
+        resource: &str,
         ids: &[i32],
     ) -> Result<std::collections::HashMap<i32, ItemState>, StoreError> {
         let client = self.pool.get().await?;
@@ -273,7 +342,7 @@ impl Store {
             .query(
                 "select id, status = 'done', etag, last_modified
                  from ingest_items where resource = $1 and id = any($2)",
-                &[&RESOURCE, &ids],
+                &[&resource, &ids],
             )
             .await?;
         Ok(rows
@@ -295,6 +364,7 @@ impl Store {
     /// in a retry queue), with its attempts and last error.
     pub async fn record_attempt(
         &self,
+        resource: &str,
         id: i32,
         attempts: i32,
         error: &str,
@@ -308,7 +378,7 @@ impl Store {
                     set attempts = excluded.attempts, last_error = excluded.last_error,
                         updated_at = now()
                     where ingest_items.status <> 'done'",
-                &[&RESOURCE, &id, &attempts, &storable(error)],
+                &[&resource, &id, &attempts, &storable(error)],
             )
             .await?;
         Ok(())
@@ -346,7 +416,12 @@ impl Store {
 
     /// Edge `* → done`, no row written: the API confirmed the stored copy current (HTTP 304).
     /// Returns false if the item was done already.
-    pub async fn mark_unchanged(&self, id: i32, attempts: i32) -> Result<bool, StoreError> {
+    pub async fn mark_unchanged(
+        &self,
+        resource: &str,
+        id: i32,
+        attempts: i32,
+    ) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let changed = client
             .execute(
@@ -354,7 +429,7 @@ impl Store {
                  set status = 'done', attempts = $3, last_error = null, error_kind = null,
                      updated_at = now()
                  where resource = $1 and id = $2 and status <> 'done'",
-                &[&RESOURCE, &id, &attempts],
+                &[&resource, &id, &attempts],
             )
             .await?;
         Ok(changed > 0)
@@ -364,6 +439,7 @@ impl Store {
     /// broker), with the reason (a done item stays done).
     pub async fn mark_failed(
         &self,
+        resource: &str,
         id: i32,
         kind: ErrorKind,
         attempts: i32,
@@ -379,7 +455,7 @@ impl Store {
                         last_error = excluded.last_error, error_kind = excluded.error_kind,
                         updated_at = now()
                     where ingest_items.status <> 'done'",
-                &[&RESOURCE, &id, &attempts, &storable(error), &kind.as_str()],
+                &[&resource, &id, &attempts, &storable(error), &kind.as_str()],
             )
             .await?;
         Ok(())
