@@ -91,7 +91,8 @@ pub struct ApiCircuit {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Item counts, over every resource (the top level) or one (an entry of `resources`).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Items {
     pub pending: i64,
     pub queued: i64,
@@ -100,6 +101,35 @@ pub struct Items {
     pub total: i64,
     /// Failed items by `error_kind` (`unknown` when none was recorded).
     pub failed_by_kind: BTreeMap<String, i64>,
+    /// The same counts per resource present in `ingest_items`, pokemon first (empty within an
+    /// entry).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceItems>,
+}
+
+impl Items {
+    /// Counts `n` items of `status` (failed ones of `kind`).
+    pub(super) fn add(&mut self, status: &str, kind: &str, n: i64) {
+        match status {
+            "pending" => self.pending += n,
+            "queued" => self.queued += n,
+            "done" => self.done += n,
+            "failed" => {
+                self.failed += n;
+                *self.failed_by_kind.entry(kind.to_owned()).or_default() += n;
+            }
+            _ => return,
+        }
+        self.total += n;
+    }
+}
+
+/// One resource's item counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceItems {
+    pub resource: String,
+    #[serde(flatten)]
+    pub items: Items,
 }
 
 #[derive(Debug, Clone, Serialize)]
