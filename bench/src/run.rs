@@ -162,9 +162,14 @@ pub async fn run(settings: &Settings, spec: &Spec) -> anyhow::Result<Value> {
             .with_context(|| format!("cannot set {name}={value} on {db}"))?;
     }
     println!(
-        "== {} : {} items, {} consumer(s) x prefetch {}, added latency {} ms, {} payloads",
+        "== {} : {} {}, {} consumer(s) x prefetch {}, added latency {} ms, {} payloads",
         spec.name(),
         spec.items,
+        if spec.crawl {
+            "pokemon listed and their links followed"
+        } else {
+            "items"
+        },
         spec.consumers,
         spec.prefetch,
         spec.latency_ms,
