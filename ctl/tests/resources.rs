@@ -123,6 +123,11 @@ async fn status_counts_each_resource_and_the_total_over_all() {
         (&json!(1), &json!(1), &json!(2), &json!({"not_found": 1}))
     );
     assert_eq!(resource_row(items, "type")["queued"], 2);
+    assert_eq!(
+        species.as_object().map(|o| o.len()),
+        Some(7),
+        "resource, the four counts, total, failed_by_kind: {species}"
+    );
     assert_eq!(resource_row(items, "pokemon")["pending"], 1);
 
     let text = env.pokeq(&["status"], None).await;

@@ -1,5 +1,6 @@
 //! The database part of a report: item counts, throughput, producer runs and the API circuit.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -87,28 +88,22 @@ pub(crate) async fn items_and_throughput(
         .await
         .context("counting items")?;
     let mut items = Items::default();
-    let mut resources: Vec<ResourceItems> = Vec::new();
+    let mut by_resource: BTreeMap<(usize, String), Items> = BTreeMap::new();
     for row in &rows {
         let resource: String = row.get(0);
         let kind: String = row.get(1);
         let status: String = row.get(2);
         let n: i64 = row.get(3);
-        let at = match resources.iter().position(|r| r.resource == resource) {
-            Some(at) => at,
-            None => {
-                resources.push(ResourceItems {
-                    resource,
-                    items: Items::default(),
-                });
-                resources.len() - 1
-            }
-        };
-        for counts in [&mut items, &mut resources[at].items] {
-            counts.add(&status, &kind, n);
-        }
+        items.add(&status, &kind, n);
+        by_resource
+            .entry(resource_order(&resource))
+            .or_default()
+            .add(&status, &kind, n);
     }
-    resources.sort_by_key(|r| resource_order(&r.resource));
-    items.resources = resources;
+    items.resources = by_resource
+        .into_iter()
+        .map(|((_, resource), counts)| ResourceItems::new(resource, counts))
+        .collect();
     let window = THROUGHPUT_WINDOW.as_secs_f64();
     let row = client
         .query_one(

@@ -90,21 +90,26 @@ fn render_resources(items: &Items) -> String {
     let rows = items
         .resources
         .iter()
-        .map(|r| (r.resource.as_str(), &r.items))
-        .chain([("total", items)]);
+        .map(|r| {
+            (
+                r.resource.as_str(),
+                [r.pending, r.queued, r.done, r.failed, r.total],
+            )
+        })
+        .chain([(
+            "total",
+            [
+                items.pending,
+                items.queued,
+                items.done,
+                items.failed,
+                items.total,
+            ],
+        )]);
     for (name, counts) in rows {
         table.row(
             std::iter::once(name.to_owned())
-                .chain(
-                    [
-                        counts.pending,
-                        counts.queued,
-                        counts.done,
-                        counts.failed,
-                        counts.total,
-                    ]
-                    .map(|n| n.to_string()),
-                )
+                .chain(counts.map(|n| n.to_string()))
                 .collect(),
         );
     }

@@ -101,9 +101,7 @@ pub struct Items {
     pub total: i64,
     /// Failed items by `error_kind` (`unknown` when none was recorded).
     pub failed_by_kind: BTreeMap<String, i64>,
-    /// The same counts per resource present in `ingest_items`, pokemon first (empty within an
-    /// entry).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The same counts per resource present in `ingest_items`, pokemon first.
     pub resources: Vec<ResourceItems>,
 }
 
@@ -124,12 +122,30 @@ impl Items {
     }
 }
 
-/// One resource's item counts.
+/// One resource's item counts, as [`Items`] counts them all.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResourceItems {
     pub resource: String,
-    #[serde(flatten)]
-    pub items: Items,
+    pub pending: i64,
+    pub queued: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub total: i64,
+    pub failed_by_kind: BTreeMap<String, i64>,
+}
+
+impl ResourceItems {
+    pub(super) fn new(resource: String, items: Items) -> Self {
+        Self {
+            resource,
+            pending: items.pending,
+            queued: items.queued,
+            done: items.done,
+            failed: items.failed,
+            total: items.total,
+            failed_by_kind: items.failed_by_kind,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
