@@ -42,6 +42,10 @@ enum Scenario {
     /// 20,000 items with 2 consumers, clean and then with 15% of ids answering 503 twice
     /// before they succeed (a flaky backend behind a healthy API).
     Flaky,
+    /// The whole Pokédex: 1,351 pokemon listed, consumers following their links to every other
+    /// resource (producer `--resources pokemon --follow`), 2 consumers; beside (a)'s
+    /// pokemon-only run. Items/s and CPU per item count the items of every resource.
+    Crawl,
     /// One run shaped by --items, --consumers, --prefetch, --latency, --samples.
     Custom,
 }
@@ -376,6 +380,7 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<Spec>> {
             latency_ms,
             samples: None,
             flaky_percent: 0,
+            crawl: false,
         }
     };
     let with_samples = |mut s: Spec| -> anyhow::Result<Spec> {
@@ -413,6 +418,13 @@ fn specs(cli: &Cli) -> anyhow::Result<Vec<Spec>> {
             Spec {
                 flaky_percent: 15,
                 ..spec("flaky", 20000, consumers, 0)
+            },
+        ],
+        Scenario::Crawl => vec![
+            spec("a", 1351, consumers, 0),
+            Spec {
+                crawl: true,
+                ..spec("crawl", 1351, consumers, 0)
             },
         ],
         Scenario::Custom => {
@@ -508,6 +520,24 @@ fn context() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scenario_crawl_runs_a_crawl_beside_the_pokemon_only_run() {
+        let cli = Cli::parse_from(["bench", "--scenario", "crawl"]);
+        let runs: Vec<(String, bool)> = specs(&cli)
+            .unwrap()
+            .iter()
+            .map(|spec| (spec.name(), spec.crawl))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                ("a-1351-k2-p64-api16".to_owned(), false),
+                ("crawl-1351-k2-p64-api16".to_owned(), true),
+            ]
+        );
+        assert_eq!(run::CRAWL_ARGS, ["--resources", "pokemon", "--follow"]);
+    }
 
     #[test]
     fn scenario_all_lists_the_issue_runs() {

@@ -33,7 +33,20 @@ pub struct Spec {
     pub samples: Option<PathBuf>,
     /// Percent of ids whose first two requests answer 503 (a flaky backend behind the API).
     pub flaky_percent: u8,
+    /// Crawl the Pokédex: the producer lists pokemon only and consumers follow their links
+    /// ([`CRAWL_ARGS`]), so the run's items are those of every resource reached, unknown until
+    /// the crawl is over.
+    pub crawl: bool,
 }
+
+/// The producer's flags of a crawl: pokemon listed, every linked resource (species, evolution
+/// chains, types, abilities, moves) enqueued by the consumers that fetch what links to them.
+pub const CRAWL_ARGS: [&str; 3] = ["--resources", "pokemon", "--follow"];
+
+/// Ticks in a row a crawl must look finished (nothing pending or queued, no job ready) before it
+/// is: a consumer enqueues the links of a document it fetched, so a moment with nothing left
+/// can precede the next resource's jobs.
+const CRAWL_SETTLE_TICKS: u32 = 10;
 
 impl Spec {
     /// API requests one consumer can have in flight: one per delivery held, up to its cap.
@@ -149,9 +162,14 @@ pub async fn run(settings: &Settings, spec: &Spec) -> anyhow::Result<Value> {
             .with_context(|| format!("cannot set {name}={value} on {db}"))?;
     }
     println!(
-        "== {} : {} items, {} consumer(s) x prefetch {}, added latency {} ms, {} payloads",
+        "== {} : {} {}, {} consumer(s) x prefetch {}, added latency {} ms, {} payloads",
         spec.name(),
         spec.items,
+        if spec.crawl {
+            "pokemon listed and their links followed"
+        } else {
+            "items"
+        },
         spec.consumers,
         spec.prefetch,
         spec.latency_ms,
@@ -380,6 +398,9 @@ impl Run<'_> {
         let t0_unix = unix_now();
         let mut cmd = self.command("producer");
         cmd.env("POKEAPI_URL", &base).args(&settings.producer_args);
+        if spec.crawl {
+            cmd.args(CRAWL_ARGS);
+        }
         let (mut producer, stdout) =
             children::spawn("producer", cmd, &self.dir.join("producer.log"))?;
         let producer_stdout = children::all_output(stdout);
@@ -391,6 +412,7 @@ impl Run<'_> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u64 = 0;
+        let mut settled_ticks = 0;
         let counts = loop {
             tick.tick().await;
             n += 1;
@@ -421,9 +443,16 @@ impl Run<'_> {
             let counts = Counts::read(&pg).await?;
             samples.bench_queries += 1;
             let finished = counts.done + counts.failed;
+            let unfinished = if spec.crawl {
+                counts.pending + counts.queued > 0
+            } else {
+                finished < items
+            };
+            let mut jobs_ready = None;
             if let Some(depth) = probe.depth().await? {
                 samples.ready.push(depth.ready);
-                if depth.ready == 0 && finished < items {
+                jobs_ready = Some(depth.ready);
+                if depth.ready == 0 && unfinished {
                     samples.starved += 1;
                 }
             }
@@ -444,7 +473,14 @@ impl Run<'_> {
             if finished != last_progress.0 {
                 last_progress = (finished, Instant::now());
             }
-            if producer_exit.is_some() && (finished >= items || counts.pending + counts.queued == 0)
+            if spec.crawl {
+                let quiet = producer_exit.is_some() && !unfinished && jobs_ready == Some(0);
+                settled_ticks = if quiet { settled_ticks + 1 } else { 0 };
+                if settled_ticks >= CRAWL_SETTLE_TICKS {
+                    break counts;
+                }
+            } else if producer_exit.is_some()
+                && (finished >= items || counts.pending + counts.queued == 0)
             {
                 break counts;
             }
@@ -496,13 +532,26 @@ impl Run<'_> {
             .and_then(Result::ok)
             .and_then(|text| Summary::parse(&text));
 
-        let row = pg
-            .query_one(
-                "select extract(epoch from max(ingested_at))::float8 from pokemon",
+        // A crawl ends with whichever resource committed last; every item's `done` edge is its
+        // commit.
+        let last_commit_sql = if spec.crawl {
+            "select extract(epoch from max(updated_at))::float8 from ingest_items
+             where status = 'done'"
+        } else {
+            "select extract(epoch from max(ingested_at))::float8 from pokemon"
+        };
+        let row = pg.query_one(last_commit_sql, &[]).await?;
+        let last_commit: Option<f64> = row.get(0);
+        let by_resource: serde_json::Map<String, Value> = pg
+            .query(
+                "select resource, count(*) from ingest_items where status = 'done'
+                 group by 1 order by 1",
                 &[],
             )
-            .await?;
-        let last_commit: Option<f64> = row.get(0);
+            .await?
+            .iter()
+            .map(|row| (row.get::<_, String>(0), json!(row.get::<_, i64>(1))))
+            .collect();
         let e2e_s = last_commit.map_or(window_s, |at| at - t0_unix);
         let latency = pg
             .query_one(
@@ -627,10 +676,20 @@ impl Run<'_> {
         let unacked: Vec<f64> = samples.unacked.iter().map(|u| *u as f64).collect();
         let mb = |kb: u64| round(kb as f64 / 1024.0, 1);
 
-        Ok(json!({
+        // A crawl's items are those of every resource it reached; `ok` needs more than the
+        // pokemon (the links were followed) and no failure.
+        let (record_items, ok) = if spec.crawl {
+            (
+                counts.done + counts.failed,
+                counts.failed == 0 && counts.done > items && consumers_clean,
+            )
+        } else {
+            (items, counts.done == items && consumers_clean)
+        };
+        let mut record = json!({
             "scenario": spec.name(),
             "group": spec.group,
-            "items": spec.items,
+            "items": record_items,
             "consumers": spec.consumers,
             "prefetch": spec.prefetch,
             "api_concurrency": spec.api_concurrency,
@@ -641,7 +700,7 @@ impl Run<'_> {
             "consumer_env": settings.consumer_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "producer_args": settings.producer_args,
             "db_settings": settings.db_settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
-            "ok": counts.done == items && consumers_clean,
+            "ok": ok,
             "done": counts.done,
             "failed": counts.failed,
             "producer": producer_summary.map(|s| json!({
@@ -725,7 +784,12 @@ impl Run<'_> {
                 "statements": statements,
             },
             "timeline": samples.timeline,
-        }))
+        });
+        // Beside the json! above, whose nesting is at the macro's recursion limit.
+        record["pokemon_served"] = json!(spec.items);
+        record["crawl"] = json!(spec.crawl);
+        record["done_by_resource"] = Value::Object(by_resource);
+        Ok(record)
     }
 
     /// The producer again on the finished database: it must publish nothing, fast.
@@ -733,6 +797,9 @@ impl Run<'_> {
         let mut cmd = self.command("producer");
         cmd.env("POKEAPI_URL", base)
             .args(&self.settings.producer_args);
+        if self.spec.crawl {
+            cmd.args(CRAWL_ARGS);
+        }
         let start = Instant::now();
         let (mut producer, stdout) =
             children::spawn("producer-rerun", cmd, &self.dir.join("producer-rerun.log"))?;
@@ -901,6 +968,7 @@ mod tests {
             api_concurrency: 64,
             samples: None,
             flaky_percent: 0,
+            crawl: false,
         };
         assert_eq!(spec.name(), "b-20000-k2-p64-50ms");
         assert_eq!(random_tag().len(), 8);

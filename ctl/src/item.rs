@@ -10,7 +10,7 @@
 use anyhow::Context;
 use clap::{ArgGroup, Args};
 use pokeq_shared::config::Common;
-use pokeq_shared::job::RESOURCE;
+use pokeq_shared::resources::{self, POKEMON};
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::Client;
@@ -21,12 +21,17 @@ use crate::table::{Align, Table, age, clip};
 #[derive(Debug, Clone, Args)]
 #[command(group(ArgGroup::new("which").args(["id", "name"]).required(true)))]
 pub struct ItemArgs {
-    /// The pokemon id.
+    /// The item's id (of --resource).
     pub id: Option<i32>,
 
-    /// The pokemon's name instead of its id, as PokeAPI spells it (e.g. mr-mime).
+    /// The item's name instead of its id, as PokeAPI spells it (e.g. mr-mime).
     #[arg(long)]
     pub name: Option<String>,
+
+    /// The item's resource (pokemon, pokemon-species, evolution-chain, type, ability, move):
+    /// ids are per resource.
+    #[arg(long, default_value = POKEMON, value_parser = crate::dead::resource_parser())]
+    pub resource: String,
 
     /// One JSON document instead of text.
     #[arg(long)]
@@ -47,7 +52,7 @@ impl Serialize for Row {
 /// Everything known about one item; this is also the `--json` document.
 #[derive(Debug, Clone, Serialize)]
 pub struct ItemReport {
-    pub resource: &'static str,
+    pub resource: String,
     pub id: i32,
     pub name: Option<String>,
     /// `pending`, `queued`, `done` or `failed`.
@@ -64,7 +69,8 @@ pub struct ItemReport {
     /// HTTP validators of the stored copy, sent back on `producer --refresh`.
     pub etag: Option<String>,
     pub last_modified: Option<String>,
-    /// The stored `pokemon` row, every column (`None`: nothing stored).
+    /// The stored `pokemon` row, every column (`None`: nothing stored, or an item of another
+    /// resource, whose rows are not shown here).
     pub pokemon: Option<Row>,
     /// Its letters in the dead queue, as `pokeq dead list --json` shows them (`None`: unknown,
     /// see `dead_letters_error`).
@@ -79,23 +85,26 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = crate::open_store(common).await?;
     let client = store.pool().get().await?;
+    let resource = args.resource.as_str();
     let id = match (&args.name, args.id) {
-        (Some(name), _) => id_of(&client, name, common).await?,
+        (Some(name), _) => id_of(&client, resource, name, common).await?,
         (None, Some(id)) => id,
         (None, None) => anyhow::bail!("give an id or --name"),
     };
-    let Some(mut report) = item(&client, id).await? else {
+    let Some(mut report) = item(&client, resource, id).await? else {
         anyhow::bail!(
-            "no item {RESOURCE} {id} in the database {} (ingest_items has no such row)",
+            "no item {resource} {id} in the database {} (ingest_items has no such row)",
             database_name(common)
         );
     };
     // Postgres first and released before the dead queue is read, so that no letter is held
     // while Postgres is slow.
-    report.pokemon = stored_row(&client, id).await?;
+    if resource == POKEMON {
+        report.pokemon = stored_row(&client, id).await?;
+    }
     drop(client);
     let dead = format!("{}.dead", common.prefix);
-    let failure = match crate::dead::letters_of(common, id).await {
+    let failure = match crate::dead::letters_of(common, resource, id).await {
         Ok(Some(letters)) => {
             report.dead_letters = Some(letters);
             None
@@ -124,12 +133,17 @@ fn database_name(common: &Common) -> &str {
 }
 
 /// The id of the item called `name` (case aside); an error naming the ids if several are.
-async fn id_of(client: &Client, name: &str, common: &Common) -> anyhow::Result<i32> {
+async fn id_of(
+    client: &Client,
+    resource: &str,
+    name: &str,
+    common: &Common,
+) -> anyhow::Result<i32> {
     let ids: Vec<i32> = client
         .query(
             "select id from ingest_items where resource = $1 and lower(name) = lower($2)
              order by id",
-            &[&RESOURCE, &name],
+            &[&resource, &name],
         )
         .await
         .context("looking the name up")?
@@ -139,7 +153,7 @@ async fn id_of(client: &Client, name: &str, common: &Common) -> anyhow::Result<i
     match ids.as_slice() {
         [id] => Ok(*id),
         [] => anyhow::bail!(
-            "no item {RESOURCE} named {name:?} in the database {}",
+            "no item {resource} named {name:?} in the database {}",
             database_name(common)
         ),
         several => anyhow::bail!(
@@ -154,7 +168,7 @@ async fn id_of(client: &Client, name: &str, common: &Common) -> anyhow::Result<i
     }
 }
 
-async fn item(client: &Client, id: i32) -> anyhow::Result<Option<ItemReport>> {
+async fn item(client: &Client, resource: &str, id: i32) -> anyhow::Result<Option<ItemReport>> {
     const ISO: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS"Z"'"#;
     let sql = format!(
         "select name, status, attempts, last_error, error_kind,
@@ -165,11 +179,11 @@ async fn item(client: &Client, id: i32) -> anyhow::Result<Option<ItemReport>> {
          from ingest_items where resource = $1 and id = $2"
     );
     let row = client
-        .query_opt(&sql, &[&RESOURCE, &id])
+        .query_opt(&sql, &[&resource, &id])
         .await
         .context("reading the item")?;
     Ok(row.map(|row| ItemReport {
-        resource: RESOURCE,
+        resource: resource.to_owned(),
         id,
         name: row.get(0),
         status: row.get(1),
@@ -209,7 +223,8 @@ async fn stored_row(client: &Client, id: i32) -> anyhow::Result<Option<Row>> {
 /// The report for people.
 fn render(report: &ItemReport, dead: &str) -> String {
     let mut text = format!(
-        "{RESOURCE} {}{}: {}\n",
+        "{} {}{}: {}\n",
+        report.resource,
         report.id,
         report
             .name
@@ -235,8 +250,12 @@ fn render(report: &ItemReport, dead: &str) -> String {
     fields.row(vec!["last modified".into(), or_dash(&report.last_modified)]);
     text.push_str(&fields.render("  "));
 
-    text.push_str(&format!("\nStored row ({RESOURCE})\n"));
+    text.push_str(&format!("\nStored row ({})\n", report.resource));
     match &report.pokemon {
+        None if report.resource != POKEMON => {
+            let table = resources::by_name(&report.resource).map_or("?", |r| r.table());
+            text.push_str(&format!("  not shown here: see the table {table}\n"));
+        }
         None => text.push_str("  none\n"),
         Some(row) => {
             let mut columns = Table::new(&[("COLUMN", Align::Left), ("VALUE", Align::Left)]);

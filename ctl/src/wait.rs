@@ -415,6 +415,7 @@ mod tests {
                 failed,
                 total: pending + queued + done + failed,
                 failed_by_kind,
+                resources: Vec::new(),
             },
             throughput: Throughput::new(done, failed, Some(30.0), Some(0.0), pending + queued),
             jobs_ready: ready,

@@ -5,6 +5,7 @@ use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 use pokeq_shared::job::{self, Job};
+use pokeq_shared::resources;
 use serde_json::{Value, json};
 
 use super::amqp::{amqp_int, properties_json, table_json, table_text};
@@ -15,7 +16,8 @@ const DEATH_HEADER: &str = "x-death";
 /// A dead letter taken from the queue and not yet settled, with what its headers say.
 pub struct Letter {
     pub(super) delivery: Delivery,
-    /// The job in the body, `None` when the body is not a job this build can read.
+    /// The job in the body, of any resource pokeq stores (see [`job_of`]); `None` when the body
+    /// is not such a job.
     pub job: Option<Job>,
     pub kind: String,
     pub error: Option<String>,
@@ -54,7 +56,7 @@ impl Letter {
                 _ => None,
             });
         Self {
-            job: Job::decode(&delivery.data).ok(),
+            job: job_of(&delivery.data),
             kind,
             error,
             attempts: job::attempts(properties),
@@ -65,6 +67,17 @@ impl Letter {
 
     pub fn id(&self) -> Option<i32> {
         self.job.as_ref().map(|job| job.id)
+    }
+
+    /// The job's resource (`pokemon`, `pokemon-species`, ...), `None` when the body is not a job.
+    pub fn resource(&self) -> Option<&str> {
+        self.job.as_ref().map(|job| job.resource.as_str())
+    }
+
+    /// Whether the letter is of `resource`; any letter when no resource is asked for. A body that
+    /// is not a job has no resource, so it matches none.
+    pub(super) fn is_of(&self, resource: Option<&str>) -> bool {
+        resource.is_none_or(|wanted| self.resource() == Some(wanted))
     }
 
     pub(super) fn age_seconds(&self, now: u64) -> Option<u64> {
@@ -78,6 +91,7 @@ impl Letter {
     /// What `list --json` shows of a letter.
     pub(super) fn summary(&self, now: u64) -> Value {
         json!({
+            "resource": self.resource(),
             "id": self.id(),
             "name": self.job.as_ref().map(|job| job.name.clone()),
             "kind": self.kind,
@@ -103,6 +117,21 @@ impl Letter {
         value["redelivered"] = json!(self.delivery.redelivered);
         value
     }
+}
+
+/// The job in a letter's body: what [`Job::decode`] reads, or else a job of another resource
+/// pokeq stores ([`resources::is_known`]) that is otherwise as strict (version, positive id, size).
+/// Letters of every resource share the dead queue, and the operator must see, replay and purge
+/// them all even from a build whose decoder runs fewer of them.
+fn job_of(body: &[u8]) -> Option<Job> {
+    if let Ok(job) = Job::decode(body) {
+        return Some(job);
+    }
+    if body.len() > job::MAX_BODY || body.trim_ascii_start().starts_with(b"[") {
+        return None;
+    }
+    let job: Job = serde_json::from_slice(body).ok()?;
+    (job.v == job::VERSION && job.id > 0 && resources::is_known(&job.resource)).then_some(job)
 }
 
 /// The broker's `x-death` entries, most recent first.
@@ -211,6 +240,27 @@ mod tests {
             Some("pokemon/7")
         );
         assert_eq!(*fresh.delivery_mode(), Some(2));
+    }
+
+    #[test]
+    fn letters_of_every_stored_resource_hold_a_job_and_others_none() {
+        let species = job_of(br#"{"v":1,"resource":"pokemon-species","id":133,"name":"eevee"}"#)
+            .expect("a species job");
+        assert_eq!(
+            (species.resource.as_str(), species.id),
+            ("pokemon-species", 133)
+        );
+        let pokemon = job_of(br#"{"v":1,"resource":"pokemon","id":25}"#).expect("a pokemon job");
+        assert_eq!(pokemon.resource, "pokemon");
+        for body in [
+            &br#"{"v":1,"resource":"berry","id":1}"#[..],
+            br#"{"v":2,"resource":"move","id":1}"#,
+            br#"{"v":1,"resource":"move","id":0}"#,
+            br#"[1,"move",3]"#,
+            b"not a job",
+        ] {
+            assert!(job_of(body).is_none(), "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

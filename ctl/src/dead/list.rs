@@ -17,6 +17,10 @@ pub struct ListArgs {
     #[arg(long, value_parser = PossibleValuesParser::new(KINDS))]
     pub kind: Option<String>,
 
+    /// Only letters of this resource (the job's `resource`: pokemon, pokemon-species, ...).
+    #[arg(long, value_parser = super::resource_parser())]
+    pub resource: Option<String>,
+
     /// Show at most this many; the queue is read only as far as needed.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: u64,
@@ -33,7 +37,10 @@ pub(super) async fn list(
 ) -> anyhow::Result<()> {
     let session = Session::open(common).await?;
     let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
-    let matches = |letter: &Letter| args.kind.as_ref().is_none_or(|k| &letter.kind == k);
+    let matches = |letter: &Letter| {
+        args.kind.as_ref().is_none_or(|k| &letter.kind == k)
+            && letter.is_of(args.resource.as_deref())
+    };
     let mut matched = 0;
     let held = session
         .take(|letter| {
@@ -51,6 +58,7 @@ pub(super) async fn list(
             "queue": session.topology.dead(),
             "depth": held.total,
             "kind": args.kind,
+            "resource": args.resource,
             "shown": shown.len(),
             "limit_reached": more_may_match,
             "letters": shown.iter().map(|l| l.summary(now)).collect::<Vec<_>>(),
@@ -58,6 +66,7 @@ pub(super) async fn list(
         format!("{}\n", serde_json::to_string_pretty(&document)?)
     } else {
         let mut table = Table::new(&[
+            ("RESOURCE", Align::Left),
             ("ID", Align::Right),
             ("NAME", Align::Left),
             ("KIND", Align::Left),
@@ -67,6 +76,7 @@ pub(super) async fn list(
         ]);
         for letter in &shown {
             table.row(vec![
+                letter.resource().unwrap_or("-").to_owned(),
                 id_text(letter),
                 letter
                     .job
@@ -104,10 +114,14 @@ pub(super) async fn list(
     Ok(())
 }
 
-/// The dead letters of item `id`, each as `list --json` shows it, read as `show` reads them
+/// The dead letters of item `resource` `id`, each as `list --json` shows it, read as `show` reads them
 /// (taken without acknowledging, every one handed back) but declaring nothing: `None` when the
 /// dead queue does not exist.
-pub async fn letters_of(common: &Common, id: i32) -> anyhow::Result<Option<Vec<Value>>> {
+pub async fn letters_of(
+    common: &Common,
+    resource: &str,
+    id: i32,
+) -> anyhow::Result<Option<Vec<Value>>> {
     let Some(session) = Session::existing(common).await? else {
         return Ok(None);
     };
@@ -122,7 +136,7 @@ pub async fn letters_of(common: &Common, id: i32) -> anyhow::Result<Option<Vec<V
     let mine = held
         .letters
         .iter()
-        .filter(|letter| letter.id() == Some(id))
+        .filter(|letter| letter.resource() == Some(resource) && letter.id() == Some(id))
         .map(|letter| letter.summary(now))
         .collect();
     give_back(held.letters.iter()).await;

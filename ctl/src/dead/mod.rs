@@ -17,6 +17,7 @@
 //! letter's headers say, and `amqp.rs` turns AMQP values into text and JSON.
 
 use clap::Subcommand;
+use clap::builder::PossibleValuesParser;
 use pokeq_shared::config::Common;
 use pokeq_shared::shutdown::CancellationToken;
 
@@ -36,6 +37,12 @@ pub use list::{ListArgs, letters_of};
 pub use purge::PurgeArgs;
 pub use replay::ReplayArgs;
 pub use show::{ItemRow, ShowArgs};
+
+/// The `--resource` values: every resource pokeq stores, so that a mistyped one is refused
+/// (exit 2, naming `--resource`) instead of matching nothing.
+pub(crate) fn resource_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(pokeq_shared::resources::names())
+}
 
 /// The kinds a dead letter can have: the consumer's `x-pokeq-error-kind` values, the broker's
 /// dead-lettering reasons (`delivery_limit` above all: a job that crashed or stalled every

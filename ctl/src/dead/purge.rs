@@ -18,9 +18,19 @@ pub struct PurgeArgs {
     #[arg(long, value_parser = PossibleValuesParser::new(KINDS))]
     pub kind: String,
 
+    /// Only letters of this resource (the job's `resource`); letters without a job are then kept.
+    #[arg(long, value_parser = super::resource_parser())]
+    pub resource: Option<String>,
+
     /// Do not ask; required when stdin is not a terminal.
     #[arg(long)]
     pub yes: bool,
+}
+
+impl PurgeArgs {
+    fn chooses(&self, letter: &Letter) -> bool {
+        letter.kind == self.kind && letter.is_of(self.resource.as_deref())
+    }
 }
 
 pub(super) async fn purge(
@@ -38,20 +48,19 @@ pub(super) async fn purge(
     let store = crate::open_store(common).await?;
     let session = Session::open(common).await?;
     let held = session.take(|_| false).await?;
-    let chosen: Vec<&Letter> = held
-        .letters
-        .iter()
-        .filter(|l| l.kind == args.kind)
-        .collect();
+    let chosen: Vec<&Letter> = held.letters.iter().filter(|l| args.chooses(l)).collect();
 
     let confirmed = if chosen.is_empty() || args.yes {
         true
     } else if let Some(input) = console.input.as_mut() {
         write!(
             console.out,
-            "Purge {} dead letters of kind {}? [y/N] ",
+            "Purge {} dead letters of kind {}{}? [y/N] ",
             chosen.len(),
-            args.kind
+            args.kind,
+            args.resource
+                .as_ref()
+                .map_or_else(String::new, |r| format!(" and resource {r}"))
         )?;
         console.out.flush()?;
         let mut answer = String::new();
@@ -65,7 +74,7 @@ pub(super) async fn purge(
     let mut failure = None;
     let mut kept = Vec::new();
     for letter in &held.letters {
-        let wanted = confirmed && letter.kind == args.kind;
+        let wanted = confirmed && args.chooses(letter);
         if !wanted || failure.is_some() || shutdown.is_cancelled() {
             kept.push(letter);
             continue;
@@ -96,11 +105,11 @@ pub(super) async fn purge(
 /// never an item whose reason vanished. The item ends `failed` (unless `done`): its job will not
 /// run unless the producer is rerun with `--retry-failed`.
 async fn purge_one(store: &Store, letter: &Letter) -> anyhow::Result<()> {
-    if let Some(id) = letter.id() {
+    if let Some(job) = &letter.job {
         store
-            .mark_purged(id, &letter.kind, letter.error.as_deref())
+            .mark_purged(&job.resource, job.id, &letter.kind, letter.error.as_deref())
             .await
-            .with_context(|| format!("marking item {id} purged"))?;
+            .with_context(|| format!("marking item {} {} purged", job.resource, job.id))?;
     }
     remove(letter).await
 }

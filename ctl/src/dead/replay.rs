@@ -7,7 +7,7 @@ use lapin::Channel;
 use lapin::types::ShortString;
 use pokeq_shared::broker;
 use pokeq_shared::config::Common;
-use pokeq_shared::job::RESOURCE;
+use pokeq_shared::resources::POKEMON;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
 use pokeq_shared::topology::Topology;
@@ -21,7 +21,7 @@ use crate::inspect;
 #[derive(Debug, Clone, Args)]
 #[command(group(
     ArgGroup::new("selection")
-        .args(["kind", "id", "all"])
+        .args(["kind", "id", "resource", "all"])
         .required(true)
         .multiple(true)
 ))]
@@ -31,18 +31,26 @@ pub struct ReplayArgs {
     #[arg(long, value_parser = PossibleValuesParser::new(KINDS))]
     pub kind: Option<String>,
 
-    /// Letters of these pokemon ids (`--id 1 2 3` or `--id 1 --id 2`); with --kind, both must
-    /// match.
+    /// Letters of these ids (`--id 1 2 3` or `--id 1 --id 2`), of any resource unless
+    /// --resource says; with --kind, both must match.
     #[arg(long, num_args = 1.., value_name = "ID")]
     pub id: Vec<i32>,
 
-    /// Every letter that holds a job (letters without an id are kept).
+    /// Letters of this resource (the job's `resource`); alone, every letter of it.
+    #[arg(long, value_parser = super::resource_parser())]
+    pub resource: Option<String>,
+
+    /// Every letter that holds a job (letters without an id are kept); with --resource, every
+    /// one of that resource.
     #[arg(long, conflicts_with_all = ["kind", "id"])]
     pub all: bool,
 }
 
 impl ReplayArgs {
     fn chooses(&self, letter: &Letter) -> bool {
+        if !letter.is_of(self.resource.as_deref()) {
+            return false;
+        }
         if self.all {
             return letter.job.is_some();
         }
@@ -109,10 +117,11 @@ async fn replay_one(
     store: &Store,
     letter: &Letter,
 ) -> anyhow::Result<()> {
+    // The job's routing key is its resource; a body that is not a job goes as pokemon's did.
     broker::publish(
         publish,
         &topology.jobs(),
-        RESOURCE,
+        letter.resource().unwrap_or(POKEMON),
         &letter.delivery.data,
         fresh_properties(&letter.delivery.properties),
     )
@@ -120,9 +129,9 @@ async fn replay_one(
     .with_context(|| format!("publishing {} to {}", id_text(letter), topology.jobs()))?;
     if let Some(job) = &letter.job {
         store
-            .requeue_for_replay(job.id, &job.name)
+            .requeue_for_replay(&job.resource, job.id, &job.name)
             .await
-            .with_context(|| format!("marking item {} queued", job.id))?;
+            .with_context(|| format!("marking item {} {} queued", job.resource, job.id))?;
     }
     remove(letter).await
 }

@@ -3,7 +3,8 @@
 
 use clap::Args;
 use pokeq_shared::config::Common;
-use pokeq_shared::job::{self, RESOURCE};
+use pokeq_shared::job;
+use pokeq_shared::resources::POKEMON;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -15,8 +16,12 @@ use crate::table::{Align, Table, age};
 
 #[derive(Debug, Clone, Args)]
 pub struct ShowArgs {
-    /// The pokemon id.
+    /// The item's id (of --resource).
     pub id: i32,
+
+    /// The item's resource (pokemon, pokemon-species, evolution-chain, type, ability, move).
+    #[arg(long, default_value = POKEMON, value_parser = super::resource_parser())]
+    pub resource: String,
 
     /// One JSON document instead of text.
     #[arg(long)]
@@ -35,7 +40,7 @@ pub struct ItemRow {
     pub updated_at: String,
 }
 
-async fn item_row(common: &Common, id: i32) -> anyhow::Result<Option<ItemRow>> {
+async fn item_row(common: &Common, resource: &str, id: i32) -> anyhow::Result<Option<ItemRow>> {
     let store = crate::open_store(common).await?;
     let client = store.pool().get().await?;
     let row = client
@@ -43,7 +48,7 @@ async fn item_row(common: &Common, id: i32) -> anyhow::Result<Option<ItemRow>> {
             r#"select id, name, status, attempts, last_error, error_kind,
                       to_char(updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
                from ingest_items where resource = $1 and id = $2"#,
-            &[&RESOURCE, &id],
+            &[&resource, &id],
         )
         .await?;
     Ok(row.map(|row| ItemRow {
@@ -64,7 +69,8 @@ pub(super) async fn show(
 ) -> anyhow::Result<()> {
     // The item first, so that no letter is held while Postgres is slow; a database that cannot
     // answer does not hide the letters.
-    let item = item_row(common, args.id)
+    let resource = args.resource.as_str();
+    let item = item_row(common, resource, args.id)
         .await
         .map_err(|e| format!("{e:#}"));
     let session = Session::open(common).await?;
@@ -73,10 +79,11 @@ pub(super) async fn show(
     let mine: Vec<&Letter> = held
         .letters
         .iter()
-        .filter(|l| l.id() == Some(args.id))
+        .filter(|l| l.resource() == Some(resource) && l.id() == Some(args.id))
         .collect();
     let text = if args.json {
         let document = json!({
+            "resource": resource,
             "id": args.id,
             "letters": mine.iter().map(|l| l.detail(now)).collect::<Vec<_>>(),
             "item": item.as_ref().ok(),
@@ -84,7 +91,7 @@ pub(super) async fn show(
         });
         format!("{}\n", serde_json::to_string_pretty(&document)?)
     } else {
-        show_text(args.id, &mine, &item, now)
+        show_text(resource, args.id, &mine, &item, now)
     };
     let found = mine.len();
     give_back(held.letters.iter()).await;
@@ -94,19 +101,20 @@ pub(super) async fn show(
     let mut missing = Vec::new();
     if found == 0 {
         missing.push(format!(
-            "no dead letter for {RESOURCE} {} in {}",
+            "no dead letter for {resource} {} in {}",
             args.id,
             common.prefix.clone() + ".dead"
         ));
     }
     if let Err(error) = &item {
-        missing.push(format!("item {RESOURCE} {} unavailable: {error}", args.id));
+        missing.push(format!("item {resource} {} unavailable: {error}", args.id));
     }
     anyhow::ensure!(missing.is_empty(), "{}", missing.join("; "));
     Ok(())
 }
 
 fn show_text(
+    resource: &str,
     id: i32,
     letters: &[&Letter],
     item: &Result<Option<ItemRow>, String>,
@@ -114,11 +122,11 @@ fn show_text(
 ) -> String {
     let mut text = String::new();
     if letters.is_empty() {
-        text.push_str(&format!("No dead letter for {RESOURCE} {id}\n"));
+        text.push_str(&format!("No dead letter for {resource} {id}\n"));
     }
     for (n, letter) in letters.iter().enumerate() {
         text.push_str(&format!(
-            "Dead letter {} of {} for {RESOURCE} {id}\n",
+            "Dead letter {} of {} for {resource} {id}\n",
             n + 1,
             letters.len()
         ));
@@ -154,7 +162,7 @@ fn show_text(
         }
         text.push_str(&fields.render("  "));
     }
-    text.push_str(&format!("Item {RESOURCE} {id}\n"));
+    text.push_str(&format!("Item {resource} {id}\n"));
     match item {
         Ok(Some(row)) => {
             text.push_str(&format!(

@@ -1,14 +1,14 @@
 //! The database part of a report: item counts, throughput, producer runs and the API circuit.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
 use pokeq_shared::config::Common;
-use pokeq_shared::job::RESOURCE;
-use pokeq_shared::store::{StatusCounts, Store};
+use pokeq_shared::store::Store;
 use tokio_postgres::error::SqlState;
 
-use super::report::{ApiCircuit, Items, Missing, ProducerRun};
+use super::report::{ApiCircuit, Items, Missing, ProducerRun, ResourceItems};
 use super::throughput::{THROUGHPUT_WINDOW, Throughput};
 
 /// Longest wait for the database part of one report (connecting included).
@@ -74,38 +74,36 @@ pub(crate) async fn with_store<T>(
     }
 }
 
-/// Item counts by status (failed ones by kind) and the throughput of the last minute.
+/// Item counts by status (failed ones by kind), over every resource and per resource, and the
+/// throughput of the last minute (every resource: a crawl's items all count towards its end).
 pub(crate) async fn items_and_throughput(
     client: &tokio_postgres::Client,
 ) -> anyhow::Result<(Items, Throughput)> {
-    let counts = StatusCounts::from_rows(
-        &client
-            .query(
-                "select status, count(*) from ingest_items where resource = $1 group by status",
-                &[&RESOURCE],
-            )
-            .await
-            .context("counting items")?,
-    );
-    let failed_by_kind = client
+    let rows = client
         .query(
-            "select coalesce(error_kind, 'unknown'), count(*) from ingest_items
-             where resource = $1 and status = 'failed' group by 1",
-            &[&RESOURCE],
+            "select resource, coalesce(error_kind, 'unknown'), status, count(*)
+             from ingest_items group by 1, 2, 3",
+            &[],
         )
         .await
-        .context("counting failed items")?
-        .iter()
-        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+        .context("counting items")?;
+    let mut items = Items::default();
+    let mut by_resource: BTreeMap<(usize, String), Items> = BTreeMap::new();
+    for row in &rows {
+        let resource: String = row.get(0);
+        let kind: String = row.get(1);
+        let status: String = row.get(2);
+        let n: i64 = row.get(3);
+        items.add(&status, &kind, n);
+        by_resource
+            .entry(resource_order(&resource))
+            .or_default()
+            .add(&status, &kind, n);
+    }
+    items.resources = by_resource
+        .into_iter()
+        .map(|((_, resource), counts)| ResourceItems::new(resource, counts))
         .collect();
-    let items = Items {
-        total: counts.pending + counts.queued + counts.done + counts.failed,
-        pending: counts.pending,
-        queued: counts.queued,
-        done: counts.done,
-        failed: counts.failed,
-        failed_by_kind,
-    };
     let window = THROUGHPUT_WINDOW.as_secs_f64();
     let row = client
         .query_one(
@@ -114,9 +112,9 @@ pub(crate) async fn items_and_throughput(
                     greatest(extract(epoch from now() - min(updated_at)), 0)::float8,
                     greatest(extract(epoch from now() - max(updated_at)), 0)::float8
              from ingest_items
-             where resource = $1 and status in ('done', 'failed')
-               and updated_at > now() - make_interval(secs => $2)",
-            &[&RESOURCE, &window],
+             where status in ('done', 'failed')
+               and updated_at > now() - make_interval(secs => $1)",
+            &[&window],
         )
         .await
         .context("measuring throughput")?;
@@ -128,6 +126,13 @@ pub(crate) async fn items_and_throughput(
         items.pending + items.queued,
     );
     Ok((items, throughput))
+}
+
+/// Where a resource's row goes: pokeq's resources in their usual order (pokemon first), then
+/// any other name by name.
+fn resource_order(resource: &str) -> (usize, String) {
+    let known = pokeq_shared::resources::names().position(|name| name == resource);
+    (known.unwrap_or(usize::MAX), resource.to_owned())
 }
 
 /// The last few producer runs, latest first; none when none was recorded (or the schema

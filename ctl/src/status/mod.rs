@@ -38,7 +38,9 @@ pub(crate) use database::{items_and_throughput, with_store};
 pub use render::render;
 pub(crate) use report::Missing;
 use report::Sources;
-pub use report::{ApiCircuit, Items, MANAGEMENT_MAX_AGE, ProducerRun, QueueRow, Report};
+pub use report::{
+    ApiCircuit, Items, MANAGEMENT_MAX_AGE, ProducerRun, QueueRow, Report, ResourceItems,
+};
 pub use throughput::Throughput;
 
 #[derive(Debug, Clone, Args)]

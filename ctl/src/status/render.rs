@@ -1,10 +1,8 @@
 //! The report as people read it.
 
-use pokeq_shared::config::Common;
-use pokeq_shared::job::RESOURCE;
-
-use super::report::{ApiCircuit, ProducerRun, QueueRow, Report};
+use super::report::{ApiCircuit, Items, ProducerRun, QueueRow, Report};
 use crate::table::{Align, Table, age};
+use pokeq_shared::config::Common;
 
 /// The report as people read it.
 pub fn render(report: &Report, common: &Common) -> String {
@@ -15,7 +13,7 @@ pub fn render(report: &Report, common: &Common) -> String {
         common.database.get_dbname().unwrap_or("?")
     );
 
-    text.push_str(&format!("Items ({RESOURCE})\n"));
+    text.push_str("Items (every resource)\n");
     match (&report.items, &report.database_error) {
         (Some(items), _) => {
             let mut table = Table::new(&[
@@ -39,6 +37,9 @@ pub fn render(report: &Report, common: &Common) -> String {
                 table.row(vec![status.to_owned(), n.to_string(), detail]);
             }
             text.push_str(&table.render("  "));
+            if !items.resources.is_empty() {
+                text.push_str(&render_resources(items));
+            }
         }
         (None, error) => text.push_str(&format!(
             "  unavailable: {}\n",
@@ -74,6 +75,45 @@ pub fn render(report: &Report, common: &Common) -> String {
         text.push_str(&render_run(run));
     }
     text
+}
+
+/// One row per resource present, then the total.
+fn render_resources(items: &Items) -> String {
+    let mut table = Table::new(&[
+        ("RESOURCE", Align::Left),
+        ("PENDING", Align::Right),
+        ("QUEUED", Align::Right),
+        ("DONE", Align::Right),
+        ("FAILED", Align::Right),
+        ("TOTAL", Align::Right),
+    ]);
+    let rows = items
+        .resources
+        .iter()
+        .map(|r| {
+            (
+                r.resource.as_str(),
+                [r.pending, r.queued, r.done, r.failed, r.total],
+            )
+        })
+        .chain([(
+            "total",
+            [
+                items.pending,
+                items.queued,
+                items.done,
+                items.failed,
+                items.total,
+            ],
+        )]);
+    for (name, counts) in rows {
+        table.row(
+            std::iter::once(name.to_owned())
+                .chain(counts.map(|n| n.to_string()))
+                .collect(),
+        );
+    }
+    format!("\nItems by resource\n{}", table.render("  "))
 }
 
 pub(super) fn render_queues(report: &Report, queues: &[QueueRow]) -> String {

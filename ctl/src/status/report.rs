@@ -91,7 +91,8 @@ pub struct ApiCircuit {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Item counts, over every resource (the top level) or one (an entry of `resources`).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Items {
     pub pending: i64,
     pub queued: i64,
@@ -100,6 +101,51 @@ pub struct Items {
     pub total: i64,
     /// Failed items by `error_kind` (`unknown` when none was recorded).
     pub failed_by_kind: BTreeMap<String, i64>,
+    /// The same counts per resource present in `ingest_items`, pokemon first.
+    pub resources: Vec<ResourceItems>,
+}
+
+impl Items {
+    /// Counts `n` items of `status` (failed ones of `kind`).
+    pub(super) fn add(&mut self, status: &str, kind: &str, n: i64) {
+        match status {
+            "pending" => self.pending += n,
+            "queued" => self.queued += n,
+            "done" => self.done += n,
+            "failed" => {
+                self.failed += n;
+                *self.failed_by_kind.entry(kind.to_owned()).or_default() += n;
+            }
+            _ => return,
+        }
+        self.total += n;
+    }
+}
+
+/// One resource's item counts, as [`Items`] counts them all.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceItems {
+    pub resource: String,
+    pub pending: i64,
+    pub queued: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub total: i64,
+    pub failed_by_kind: BTreeMap<String, i64>,
+}
+
+impl ResourceItems {
+    pub(super) fn new(resource: String, items: Items) -> Self {
+        Self {
+            resource,
+            pending: items.pending,
+            queued: items.queued,
+            done: items.done,
+            failed: items.failed,
+            total: items.total,
+            failed_by_kind: items.failed_by_kind,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

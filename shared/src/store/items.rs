@@ -463,8 +463,14 @@ impl Store {
 
     /// Edge `* → queued`, attempts reset: `pokeq dead replay` published the item's job again
     /// (confirmed, before this). A `done` item stays done: its replayed job will be acked without
-    /// an API call. `name` may be empty (a job without one), which stores none.
-    pub async fn requeue_for_replay(&self, id: i32, name: &str) -> Result<(), StoreError> {
+    /// an API call. `name` may be empty (a job without one), which stores none. `resource` is the
+    /// job's: a letter of any Pokédex resource can be replayed.
+    pub async fn requeue_for_replay(
+        &self,
+        resource: &str,
+        id: i32,
+        name: &str,
+    ) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         client
             .execute(
@@ -473,7 +479,7 @@ impl Store {
                  on conflict (resource, id) do update
                     set status = 'queued', attempts = 0, updated_at = now()
                     where ingest_items.status <> 'done'",
-                &[&RESOURCE, &id, &name],
+                &[&resource, &id, &name],
             )
             .await?;
         Ok(())
@@ -482,9 +488,10 @@ impl Store {
     /// Edge `* → failed`, marked purged: `pokeq dead purge` removes the item's dead letter for good
     /// (after this). The item ends `failed` (unless `done`), its kind kept or else the letter's
     /// `kind`, and its `last_error` prefixed with [`PURGED_PREFIX`] (once): its job will not run
-    /// unless the producer is rerun with `--retry-failed`.
+    /// unless the producer is rerun with `--retry-failed`. `resource` is the letter's job's.
     pub async fn mark_purged(
         &self,
+        resource: &str,
         id: i32,
         kind: &str,
         error: Option<&str>,
@@ -499,7 +506,7 @@ impl Store {
                                        else $5 || coalesce($4, last_error, $3) end,
                      updated_at = now()
                  where resource = $1 and id = $2 and status <> 'done'",
-                &[&RESOURCE, &id, &kind, &error, &PURGED_PREFIX],
+                &[&resource, &id, &kind, &error, &PURGED_PREFIX],
             )
             .await?;
         Ok(())
