@@ -244,8 +244,7 @@ async fn a_species_that_fails_is_dead_lettered_with_its_resource_and_replayed_to
         )]
     );
 
-    // The API recovers; the operator replays the dead letter.
-    // TODO(ctl): `pokeq dead replay --resource pokemon-species` once ctl has the filter.
+    // The API recovers; the operator replays the resource's dead letters.
     env.stub
         .set_resource_fault(Resource::PokemonSpecies, species, None);
     let args = [
@@ -258,8 +257,8 @@ async fn a_species_that_fails_is_dead_lettered_with_its_resource_and_replayed_to
         &env.prefix,
         "dead",
         "replay",
-        "--kind",
-        "malformed_payload",
+        "--resource",
+        "pokemon-species",
     ];
     let config = <pokeq_ctl::Cli as clap::Parser>::try_parse_from(args)
         .unwrap()
