@@ -247,36 +247,9 @@ async fn a_species_that_fails_is_dead_lettered_with_its_resource_and_replayed_to
     // The API recovers; the operator replays the resource's dead letters.
     env.stub
         .set_resource_fault(Resource::PokemonSpecies, species, None);
-    let args = [
-        "pokeq",
-        "--amqp-url",
-        &env.amqp_url,
-        "--database-url",
-        &env.database_url,
-        "--prefix",
-        &env.prefix,
-        "dead",
-        "replay",
-        "--resource",
-        "pokemon-species",
-    ];
-    let config = <pokeq_ctl::Cli as clap::Parser>::try_parse_from(args)
-        .unwrap()
-        .validate()
-        .unwrap();
-    let mut out = Vec::new();
-    pokeq_ctl::run_with(
-        config,
-        pokeq_shared::shutdown::CancellationToken::new(),
-        pokeq_ctl::Console {
-            out: &mut out,
-            input: None,
-            terminal: false,
-        },
-    )
-    .await
-    .unwrap();
-    let printed = String::from_utf8(out).unwrap();
+    let printed = env
+        .pokeq(&["dead", "replay", "--resource", "pokemon-species"])
+        .await;
     assert!(printed.contains("replayed=1"), "{printed}");
     // The species stored, the crawl goes on through its links to every document.
     assert!(

@@ -215,36 +215,7 @@ async fn replayed_dead_letters_succeed_once_the_cause_is_gone() {
     // The API recovers; the operator replays only the 404s.
     env.stub.set_fault(3, None);
     env.stub.set_fault(4, None);
-    let args = [
-        "pokeq",
-        "--amqp-url",
-        &env.amqp_url,
-        "--database-url",
-        &env.database_url,
-        "--prefix",
-        &env.prefix,
-        "dead",
-        "replay",
-        "--kind",
-        "not_found",
-    ];
-    let config = <pokeq_ctl::Cli as clap::Parser>::try_parse_from(args)
-        .unwrap()
-        .validate()
-        .unwrap();
-    let mut out = Vec::new();
-    pokeq_ctl::run_with(
-        config,
-        pokeq_shared::shutdown::CancellationToken::new(),
-        pokeq_ctl::Console {
-            out: &mut out,
-            input: None,
-            terminal: false,
-        },
-    )
-    .await
-    .unwrap();
-    let printed = String::from_utf8(out).unwrap();
+    let printed = env.pokeq(&["dead", "replay", "--kind", "not_found"]).await;
     assert!(printed.contains("replayed=1 kept=1"), "{printed}");
 
     assert!(

@@ -74,37 +74,6 @@ async fn hand_back_until_dead_lettered(env: &TestEnv) -> u32 {
     deliveries
 }
 
-/// `pokeq <args>` in-process; its standard output.
-async fn pokeq(env: &TestEnv, args: &[&str]) -> String {
-    let mut argv = vec![
-        "pokeq",
-        "--amqp-url",
-        &env.amqp_url,
-        "--database-url",
-        &env.database_url,
-        "--prefix",
-        &env.prefix,
-    ];
-    argv.extend_from_slice(args);
-    let config = <pokeq_ctl::Cli as clap::Parser>::try_parse_from(argv)
-        .expect("pokeq flags")
-        .validate()
-        .expect("pokeq config");
-    let mut out = Vec::new();
-    pokeq_ctl::run_with(
-        config,
-        pokeq_shared::shutdown::CancellationToken::new(),
-        pokeq_ctl::Console {
-            out: &mut out,
-            input: None,
-            terminal: false,
-        },
-    )
-    .await
-    .expect("pokeq succeeds");
-    String::from_utf8(out).expect("UTF-8 output")
-}
-
 #[tokio::test]
 async fn jobs_the_broker_dead_letters_fail_their_items_and_retry_failed_brings_them_back() {
     let env = TestEnv::start(stub(10, &[(5, FaultRule::always(FaultKind::NotFound))])).await;
@@ -166,7 +135,7 @@ async fn jobs_the_broker_dead_letters_fail_their_items_and_retry_failed_brings_t
 
     // Operators still find every letter in the dead queue, and only there.
     let listed: serde_json::Value =
-        serde_json::from_str(&pokeq(&env, &["dead", "list", "--json"]).await).expect("JSON");
+        serde_json::from_str(&env.pokeq(&["dead", "list", "--json"]).await).expect("JSON");
     assert_eq!(listed["queue"], env.topology().dead());
     let kinds: Vec<(serde_json::Value, String)> = listed["letters"]
         .as_array()

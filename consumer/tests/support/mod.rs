@@ -171,6 +171,37 @@ impl TestEnv {
             .expect("consumer config")
     }
 
+    /// `pokeq <args>` in-process on this test's services; its standard output.
+    pub async fn pokeq(&self, args: &[&str]) -> String {
+        let mut argv = vec![
+            "pokeq",
+            "--amqp-url",
+            &self.amqp_url,
+            "--database-url",
+            &self.database_url,
+            "--prefix",
+            &self.prefix,
+        ];
+        argv.extend_from_slice(args);
+        let config = pokeq_ctl::Cli::try_parse_from(argv)
+            .expect("pokeq flags")
+            .validate()
+            .expect("pokeq config");
+        let mut out = Vec::new();
+        pokeq_ctl::run_with(
+            config,
+            CancellationToken::new(),
+            pokeq_ctl::Console {
+                out: &mut out,
+                input: None,
+                terminal: false,
+            },
+        )
+        .await
+        .expect("pokeq succeeds");
+        String::from_utf8(out).expect("UTF-8 output")
+    }
+
     pub async fn run_producer(&self, extra: &[&str]) -> pokeq_producer::Summary {
         pokeq_producer::run(self.producer_config(extra), CancellationToken::new())
             .await
