@@ -126,8 +126,15 @@ fn sonic_get_many(body: &[u8], then: &mut dyn FnMut(&Fields<'_>)) -> Result<(), 
     let values = TREE
         .with(|tree| sonic_rs::get_many(body, tree))
         .map_err(|e| e.to_string())?;
+    then(&lazy_fields(&values)?);
+    Ok(())
+}
+
+/// The twelve fields decoded from their raw text, found by a sonic-rs lazy API in `FIELDS`'
+/// order.
+fn lazy_fields<'v>(values: &'v [Option<sonic_rs::LazyValue<'_>>]) -> Result<Fields<'v>, String> {
     let raw = |k: usize| values[k].as_ref().map(|v| v.as_raw_str());
-    let fields = Fields {
+    Ok(Fields {
         id: required(raw(0), "id")?,
         name: required(raw(1), "name")?,
         height: required(raw(2), "height")?,
@@ -140,9 +147,7 @@ fn sonic_get_many(body: &[u8], then: &mut dyn FnMut(&Fields<'_>)) -> Result<(), 
         species: optional(raw(9))?,
         is_default: optional(raw(10))?,
         order: optional(raw(11))?,
-    };
-    then(&fields);
-    Ok(())
+    })
 }
 
 /// sonic-rs's lazy object iterator: every member in turn, each value skipped with validation
@@ -157,22 +162,7 @@ fn sonic_object_iter(body: &[u8], then: &mut dyn FnMut(&Fields<'_>)) -> Result<(
             return Err(format!("duplicate field `{key}`"));
         }
     }
-    let raw = |k: usize| values[k].as_ref().map(|v| v.as_raw_str());
-    let fields = Fields {
-        id: required(raw(0), "id")?,
-        name: required(raw(1), "name")?,
-        height: required(raw(2), "height")?,
-        weight: required(raw(3), "weight")?,
-        base_experience: optional(raw(4))?,
-        types: required(raw(5), "types")?,
-        abilities: optional(raw(6))?.unwrap_or_default(),
-        stats: optional(raw(7))?.unwrap_or_default(),
-        sprites: optional(raw(8))?,
-        species: optional(raw(9))?,
-        is_default: optional(raw(10))?,
-        order: optional(raw(11))?,
-    };
-    then(&fields);
+    then(&lazy_fields(&values)?);
     Ok(())
 }
 
