@@ -1,65 +1,121 @@
 //! Batching of the consumer's database work across deliveries.
 //!
-//! Every handler hands its row to the [`Committer`] (or its id to the [`StateReader`]) and
-//! waits for its answer. Each batcher takes whatever has queued up since its last round trip
-//! (up to a bound) and serves it with one statement: under load one WAL flush serves many
-//! deliveries. A batcher whose last batch held more than one request is busy and lingers
+//! Every handler hands its finished job to the [`Committer`] (or its id to the [`StateReader`])
+//! and waits for its answer. Each batcher takes whatever has queued up since its last round trip
+//! (up to a bound) and serves it with one transaction (the states: one statement): under load
+//! one WAL flush serves many deliveries, whatever their resources. A batcher whose last batch held more than one request is busy and lingers
 //! [`LINGER`] to gather more; at low load a lone request goes at once. Each delivery is still
 //! acknowledged only after the commit that holds its row.
 //!
-//! A group commit is one statement, so one row the database refuses (a permanent error, see
+//! A group commit is one transaction, so one row the database refuses (a permanent error, see
 //! [`ErrorClass`]) fails all of them; the rows of such a batch are then committed one by one,
 //! and only the refused one gets the error.
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use pokeq_shared::store::{ErrorClass, ItemState, SaveRow, Store, StoreError};
+use pokeq_shared::commit::{self, Committed, Finished};
+use pokeq_shared::store::{ErrorClass, ItemState, Store, StoreError};
 
-/// Handle to the task that stores rows in group commits; cheap to share.
+/// Handle to the task that stores finished jobs in group commits; cheap to share.
 #[derive(Clone)]
 pub struct Committer {
-    requests: mpsc::Sender<(SaveRow, Reply<bool>)>,
+    requests: mpsc::Sender<(Finished, Reply<Committed>)>,
 }
 
 impl Committer {
     /// Starts the task; it ends when every handle is dropped.
     pub fn spawn(store: Store, max_batch: usize) -> Self {
-        let requests = spawn_batcher(max_batch, move |rows: Vec<SaveRow>| {
+        let known = Arc::new(Mutex::new(KnownLinks::default()));
+        let requests = spawn_batcher(max_batch, move |mut jobs: Vec<Finished>| {
             let store = store.clone();
-            async move { save_rows(&store, &rows).await }
+            let known = Arc::clone(&known);
+            async move {
+                known
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .forget_known(&mut jobs);
+                let answers = save_jobs(&store, &jobs).await?;
+                let stored = jobs
+                    .iter()
+                    .zip(&answers)
+                    .filter(|(_, answer)| answer.is_ok())
+                    .map(|(job, _)| job);
+                known
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .learn(stored);
+                Ok(answers)
+            }
         });
         Self { requests }
     }
 
-    /// Stores `row` (marking its item done) in the next group commit; true if it was written,
-    /// false if the item was done already.
-    pub async fn save(&self, row: SaveRow) -> Result<bool, StoreError> {
-        ask(&self.requests, row).await
+    /// Stores the finished job's document (marking its item done) and enqueues the links it
+    /// names in the next group commit: whether the document was written (false if the item was
+    /// done already), and the links enqueued, whose jobs the caller publishes.
+    pub async fn commit(&self, job: Finished) -> Result<Committed, StoreError> {
+        ask(&self.requests, job).await
     }
 }
 
-/// Stores `rows` in one group commit or, if the database refuses the batch's data, one by one:
-/// whether each row was written, or the error of the rows at fault. `Err` for the whole batch
-/// when the database is unavailable.
-async fn save_rows(
+/// The links this process has seen committed: an item stands for each of them, so a later
+/// document naming one need not ask Postgres to insert it again (most of a crawl's links are
+/// known: a hundred moves per pokemon, a few hundred moves in all). Items are never deleted, so
+/// a link known stays known; the set is bounded all the same, and emptied when full.
+#[derive(Default)]
+struct KnownLinks(HashSet<(&'static str, i32)>);
+
+/// About four times the links of the whole Pokédex (a few MB at most).
+const KNOWN_LINKS_MAX: usize = 20_000;
+
+impl KnownLinks {
+    /// Drops from `jobs` the links known to have an item.
+    fn forget_known(&self, jobs: &mut [Finished]) {
+        if self.0.is_empty() {
+            return;
+        }
+        for job in jobs {
+            job.links.retain(|link| !self.0.contains(link));
+        }
+    }
+
+    /// Remembers the links of `jobs`, just committed: each has an item now.
+    fn learn<'a>(&mut self, jobs: impl Iterator<Item = &'a Finished>) {
+        for job in jobs {
+            for &link in &job.links {
+                if self.0.len() >= KNOWN_LINKS_MAX {
+                    self.0.clear();
+                }
+                self.0.insert(link);
+            }
+        }
+    }
+}
+
+/// Stores `jobs` in one group commit or, if the database refuses the batch's data, one by one:
+/// what became of each job, or the error of the jobs at fault. `Err` for the whole batch when
+/// the database is unavailable.
+async fn save_jobs(
     store: &Store,
-    rows: &[SaveRow],
-) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
-    match store.save_many(rows).await {
-        Ok(written) => Ok(written.into_iter().map(Ok).collect()),
-        Err(error) if error.is_permanent() && rows.len() > 1 => {
+    jobs: &[Finished],
+) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+    match commit::commit(store, jobs).await {
+        Ok(committed) => Ok(committed.into_iter().map(Ok).collect()),
+        Err(error) if error.is_permanent() && jobs.len() > 1 => {
             tracing::warn!(
-                rows = rows.len(),
+                jobs = jobs.len(),
                 %error,
-                "the database refused a group commit; committing its rows one by one"
+                "the database refused a group commit; committing its jobs one by one"
             );
-            let mut answers = Vec::with_capacity(rows.len());
-            for row in rows {
-                let answer = store.save_many(std::slice::from_ref(row)).await;
-                answers.push(answer.map(|written| written.first().copied().unwrap_or(false)));
+            let mut answers = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let answer = commit::commit(store, std::slice::from_ref(job)).await;
+                answers.push(answer.map(|mut committed| committed.pop().unwrap_or_default()));
             }
             Ok(answers)
         }

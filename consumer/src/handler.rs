@@ -12,12 +12,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pokeq_shared::commit::{Document, Finished};
 use pokeq_shared::job::{ErrorKind, Job, unix_millis};
+use pokeq_shared::links;
 use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::pgerror::storable;
 use pokeq_shared::pokeapi::{FetchError, Fetched, PokeApi};
-use pokeq_shared::resource_rows::{self, SaveRecord};
-use pokeq_shared::resources::{self, POKEMON};
+use pokeq_shared::resource_rows::SaveRecord;
+use pokeq_shared::resources;
 use pokeq_shared::retry;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::{ErrorClass, SaveRow, Store, StoreError};
@@ -202,83 +204,53 @@ impl Handler {
                 });
             }
         };
-        let written = match other {
-            Some(resource) => {
-                let record = match resource.transform(job.id, &body) {
-                    Ok(record) => record,
-                    Err(error) => {
-                        return Ok(Outcome::Dead {
-                            kind: ErrorKind::MalformedPayload,
-                            reason: error.0,
-                            failures: tries,
-                        });
-                    }
-                };
-                let row = SaveRecord {
+        let document = match other {
+            Some(resource) => resource.transform(job.id, &body).map(|record| {
+                Document::Record(SaveRecord {
                     record,
                     validators,
                     attempts: tries as i32,
-                };
-                // One transaction per job: these resources are a crawl's smaller part, so they
-                // go without the pokemon's group commit.
-                self.stored(|| async {
-                    let written =
-                        resource_rows::save_many(&self.store, std::slice::from_ref(&row)).await?;
-                    Ok(written.first().copied().unwrap_or(false))
                 })
-                .await?
-            }
-            None => match self.save_pokemon(job, &body, validators, tries).await? {
-                Ok(written) => written,
-                Err(reason) => {
-                    return Ok(Outcome::Dead {
-                        kind: ErrorKind::MalformedPayload,
-                        reason,
-                        failures: tries,
-                    });
-                }
-            },
+            }),
+            None => transform(job.id, &body).map(|pokemon| {
+                Document::Pokemon(SaveRow {
+                    pokemon,
+                    validators,
+                    attempts: tries as i32,
+                })
+            }),
         };
-        let links = if job.follow && written {
-            self.enqueue_links(job, &body).await?
+        let document = match document {
+            Ok(document) => document,
+            Err(error) => {
+                return Ok(Outcome::Dead {
+                    kind: ErrorKind::MalformedPayload,
+                    reason: error.0,
+                    failures: tries,
+                });
+            }
+        };
+        // A followed document's links go in the same commit as the document: it is never done
+        // without them known (a crash after the commit loses none).
+        let links = if job.follow {
+            links::links(&job.resource, &body)
         } else {
             Vec::new()
         };
-        Ok(Outcome::Done { written, links })
-    }
-
-    /// Edge (new) → `queued` for the links of a followed document: the jobs (following in turn)
-    /// of the linked items no row stood for, which the delivery loop publishes before it acks.
-    async fn enqueue_links(&self, job: &Job, body: &[u8]) -> Result<Vec<Job>, Halt> {
-        let links = pokeq_shared::links::links(&job.resource, body);
-        let inserted = self.stored(|| self.store.enqueue_links(&links)).await?;
-        Ok(inserted
+        drop(body);
+        let finished = Finished { document, links };
+        let committed = self
+            .stored(|| self.committer.commit(finished.clone()))
+            .await?;
+        let links = committed
+            .enqueued
             .into_iter()
-            .map(|(resource, id)| Job::of(&resource, id, "").following(true))
-            .collect())
-    }
-
-    /// Transforms and group-commits a pokemon document: whether it was written, or why the
-    /// document is not a pokemon.
-    async fn save_pokemon(
-        &self,
-        job: &Job,
-        body: &[u8],
-        validators: pokeq_shared::validators::Validators,
-        tries: u32,
-    ) -> Result<Result<bool, String>, Halt> {
-        debug_assert_eq!(job.resource, POKEMON);
-        let pokemon = match transform(job.id, body) {
-            Ok(pokemon) => pokemon,
-            Err(error) => return Ok(Err(error.0)),
-        };
-        let row = SaveRow {
-            pokemon,
-            validators,
-            attempts: tries as i32,
-        };
-        let written = self.stored(|| self.committer.save(row.clone())).await?;
-        Ok(Ok(written))
+            .map(|(resource, id)| Job::of(resource, id, "").following(true))
+            .collect();
+        Ok(Outcome::Done {
+            written: committed.written,
+            links,
+        })
     }
 
     /// Runs a store operation until it succeeds, waiting ([`retry::CONSUMER_DATABASE`]) while

@@ -4,7 +4,7 @@
 use pokeq_shared::resource_rows::{self, SaveRecord};
 use pokeq_shared::resources;
 use pokeq_shared::store::SaveRow;
-use pokeq_shared::testkit::{Fresh, samples_dir};
+use pokeq_shared::testkit::{self, Fresh, samples_dir};
 use pokeq_shared::validators::Validators;
 
 /// Eevee's pokemon document, cut to what the pokemon transform reads: the samples have eevee's
@@ -52,17 +52,19 @@ async fn the_pokedex_view_answers_eevee_with_its_species_and_eight_evolutions() 
     let env = Fresh::start("pokedex").await;
     let read = |path: &str| std::fs::read(samples.join(path)).expect("sample file");
     let pokemon = pokeq_shared::transform::transform(133, EEVEE.as_bytes()).expect("eevee");
-    env.store
-        .save_many(&[SaveRow {
+    testkit::save(
+        &env.store,
+        [SaveRow {
             pokemon,
             validators: validators("pokemon-133"),
             attempts: 1,
-        }])
-        .await
-        .expect("pokemon stored");
-    let written = resource_rows::save_many(
+        }],
+    )
+    .await
+    .expect("pokemon stored");
+    let written = testkit::save(
         &env.store,
-        &[
+        [
             record("evolution-chain", 67, &read("evolution-chain/67.json")),
             record("pokemon-species", 133, &read("pokemon-species/133.json")),
             record("type", 1, &read("type/1.json")),
@@ -207,14 +209,16 @@ async fn the_pokedex_view_answers_eevee_with_its_species_and_eight_evolutions() 
 async fn a_pokemon_without_its_species_is_listed_with_nulls() {
     let env = Fresh::start("pokedexnull").await;
     let pokemon = pokeq_shared::transform::transform(133, EEVEE.as_bytes()).expect("eevee");
-    env.store
-        .save_many(&[SaveRow {
+    testkit::save(
+        &env.store,
+        [SaveRow {
             pokemon,
             validators: Validators::default(),
             attempts: 1,
-        }])
-        .await
-        .expect("pokemon stored");
+        }],
+    )
+    .await
+    .expect("pokemon stored");
     let client = env.client().await;
     let row = client
         .query_one(
@@ -256,9 +260,9 @@ async fn records_are_written_once_per_item_and_a_changed_chain_loses_its_old_spe
             {{"effect":"E","short_effect":"S","language":{{"name":"en"}}}}]}}"#
         )
     };
-    let first = resource_rows::save_many(
+    let first = testkit::save(
         &env.store,
-        &[
+        [
             record("ability", 9, ability("static").as_bytes()),
             record("evolution-chain", 10, chain.as_bytes()),
             record("ability", 9, ability("static-again").as_bytes()),
@@ -267,9 +271,9 @@ async fn records_are_written_once_per_item_and_a_changed_chain_loses_its_old_spe
     .await
     .expect("saved");
     assert_eq!(first, [true, true, false], "the second record of ability 9");
-    let again = resource_rows::save_many(
+    let again = testkit::save(
         &env.store,
-        &[record("ability", 9, ability("static-later").as_bytes())],
+        [record("ability", 9, ability("static-later").as_bytes())],
     )
     .await
     .expect("saved");
@@ -342,7 +346,9 @@ async fn every_stub_document_is_stored_and_the_views_join_them() {
             attempts: 1,
         })
         .collect();
-    env.store.save_many(&pokemon).await.expect("pokemon stored");
+    testkit::save(&env.store, pokemon)
+        .await
+        .expect("pokemon stored");
     let mut records = Vec::new();
     for resource in &Stub::ALL[1..] {
         for &id in dataset.resource_ids(*resource) {
@@ -350,7 +356,7 @@ async fn every_stub_document_is_stored_and_the_views_join_them() {
             records.push(record(resource.name(), id, &body));
         }
     }
-    let written = resource_rows::save_many(&env.store, &records)
+    let written = testkit::save(&env.store, records.clone())
         .await
         .expect("resources stored");
     assert!(written.iter().all(|w| *w));

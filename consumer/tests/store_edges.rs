@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use pokeapi_stub::{FaultKind, FaultRule, ListFault, StubConfig};
 use pokeq_consumer::commit::Committer;
+use pokeq_shared::commit::{Document, Finished};
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::{ErrorClass, SaveRow};
-use pokeq_shared::testkit::Fresh;
 use pokeq_shared::testkit::metrics_listener;
+use pokeq_shared::testkit::{self, Fresh};
 use pokeq_shared::transform::{Pokemon, Stat};
 use pokeq_shared::validators::Validators;
 use support::proxy::{Proxy, upstream};
@@ -137,21 +138,22 @@ async fn a_group_commit_holding_a_refused_row_commits_the_others_one_by_one() {
         row(3, "venusaur"),
         row(4, "charmander"),
     ];
-    let refused = env
-        .store
-        .save_many(&rows)
+    let refused = testkit::save(&env.store, rows.clone())
         .await
-        .expect_err("the batch as one statement is refused");
+        .expect_err("the batch as one transaction is refused");
     assert_eq!(refused.class(), ErrorClass::Permanent, "{refused}");
     assert!(refused.to_string().contains("22P05"), "{refused}");
 
     let committer = Committer::spawn(env.store.clone(), 16);
     // Joined in one task, every request is queued before the batcher runs: one group commit.
-    let answers =
-        futures_util::future::join_all(rows.iter().map(|row| committer.save(row.clone()))).await;
+    let answers = futures_util::future::join_all(
+        rows.iter()
+            .map(|row| committer.commit(Finished::alone(Document::Pokemon(row.clone())))),
+    )
+    .await;
     let shape: Vec<Result<bool, ErrorClass>> = answers
         .iter()
-        .map(|answer| answer.as_ref().map(|w| *w).map_err(|e| e.class()))
+        .map(|answer| answer.as_ref().map(|c| c.written).map_err(|e| e.class()))
         .collect();
     assert_eq!(
         shape,

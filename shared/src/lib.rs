@@ -16,14 +16,16 @@
 //! - [`resources`] are the other resources of the Pokédex (species, evolution chains, types,
 //!   abilities, moves): one module each, with its row, its transform and its upsert.
 //! - [`store`] is Postgres: migrations, item state and the upsert of transformed rows;
-//!   [`resource_rows`] stores the [`resources`]' rows and documents; [`pgerror`] tells an
-//!   outage from data the database refuses.
+//!   [`resource_rows`] stores the [`resources`]' rows and documents; [`commit`] is a
+//!   consumer's group commit of finished jobs of any resource, with the links they name;
+//!   [`links`] finds those links; [`pgerror`] tells an outage from data the database refuses.
 //! - [`retry`] holds every retry policy (backoff and bound) and the reasons for each.
 //! - [`telemetry`] sets up tracing; [`shutdown`] turns signals into a cancellation token;
 //!   [`exit`] maps a binary's outcome to the contract's exit codes.
 
 pub mod broker;
 pub mod circuit;
+pub mod commit;
 pub mod config;
 pub mod exit;
 pub mod job;

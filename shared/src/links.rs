@@ -5,65 +5,61 @@
 //! nothing (its own transform judges it). Only documents a consumer stored get here, so the
 //! cost of decoding them once more is paid by crawls that follow links alone.
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::Deserialize;
 
 use crate::pokeapi::id_from_url;
 
 /// The `(resource, id)` each link of `body`, a document of `resource`, names; each once, in
 /// `(resource, id)` order.
 pub fn links(resource: &str, body: &[u8]) -> Vec<(&'static str, i32)> {
-    let Ok(document) = serde_json::from_slice::<Value>(body) else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    let mut add = |to: &'static str, link: &Value| {
-        if let Some(id) = link
-            .get("url")
-            .and_then(Value::as_str)
-            .and_then(id_from_url)
-        {
+    let mut add = |to: &'static str, link: &Link| {
+        if let Some(id) = link.url.as_deref().and_then(id_from_url) {
             found.push((to, id));
         }
     };
-    let each = |list: &str| -> Vec<Value> {
-        document
-            .get(list)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
     match resource {
         "pokemon" => {
-            if let Some(species) = document.get("species") {
+            // Decoded into the links alone: the rest of the document (90% of it the moves'
+            // version details) is skipped, not built into values.
+            let Ok(pokemon) = serde_json::from_slice::<PokemonLinks>(body) else {
+                return Vec::new();
+            };
+            if let Some(species) = &pokemon.species {
                 add("pokemon-species", species);
             }
-            for (list, field, to) in [
-                ("types", "type", "type"),
-                ("abilities", "ability", "ability"),
-                ("moves", "move", "move"),
-            ] {
-                for slot in each(list) {
-                    if let Some(link) = slot.get(field) {
-                        add(to, link);
-                    }
-                }
+            for slot in pokemon.types.iter().filter_map(|slot| slot.r#type.as_ref()) {
+                add("type", slot);
+            }
+            for slot in pokemon.abilities.iter().filter_map(|s| s.ability.as_ref()) {
+                add("ability", slot);
+            }
+            for slot in pokemon.moves.iter().filter_map(|slot| slot.r#move.as_ref()) {
+                add("move", slot);
             }
         }
         "pokemon-species" => {
-            if let Some(chain) = document.get("evolution_chain") {
+            let Ok(species) = serde_json::from_slice::<SpeciesLinks>(body) else {
+                return Vec::new();
+            };
+            if let Some(chain) = &species.evolution_chain {
                 add("evolution-chain", chain);
             }
         }
         "evolution-chain" => {
-            let mut stages: Vec<&Value> = document.get("chain").into_iter().collect();
-            // Iterative, so a forged document nested deeply cannot exhaust the stack.
+            let Ok(chain) = serde_json::from_slice::<ChainLinks>(body) else {
+                return Vec::new();
+            };
+            // Iterative, so that the walk itself adds no depth (serde_json's own recursion
+            // limit bounds how deep a forged document can nest).
+            let mut stages: Vec<&Stage> = chain.chain.iter().collect();
             while let Some(stage) = stages.pop() {
-                if let Some(species) = stage.get("species") {
+                if let Some(species) = &stage.species {
                     add("pokemon-species", species);
                 }
-                if let Some(next) = stage.get("evolves_to").and_then(Value::as_array) {
-                    stages.extend(next);
-                }
+                stages.extend(&stage.evolves_to);
             }
         }
         _ => {}
@@ -71,6 +67,63 @@ pub fn links(resource: &str, body: &[u8]) -> Vec<(&'static str, i32)> {
     found.sort_unstable();
     found.dedup();
     found
+}
+
+/// A named link (`{"name": ..., "url": ...}`) as far as links go: its URL.
+#[derive(Deserialize)]
+struct Link<'a> {
+    #[serde(borrow, default)]
+    url: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct PokemonLinks<'a> {
+    #[serde(borrow, default)]
+    species: Option<Link<'a>>,
+    #[serde(borrow, default)]
+    types: Vec<TypeSlot<'a>>,
+    #[serde(borrow, default)]
+    abilities: Vec<AbilitySlot<'a>>,
+    #[serde(borrow, default)]
+    moves: Vec<MoveSlot<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TypeSlot<'a> {
+    #[serde(borrow, default)]
+    r#type: Option<Link<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AbilitySlot<'a> {
+    #[serde(borrow, default)]
+    ability: Option<Link<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MoveSlot<'a> {
+    #[serde(borrow, default)]
+    r#move: Option<Link<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SpeciesLinks<'a> {
+    #[serde(borrow, default)]
+    evolution_chain: Option<Link<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChainLinks<'a> {
+    #[serde(borrow, default)]
+    chain: Option<Stage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Stage<'a> {
+    #[serde(borrow, default)]
+    species: Option<Link<'a>>,
+    #[serde(borrow, default)]
+    evolves_to: Vec<Stage<'a>>,
 }
 
 #[cfg(test)]

@@ -1,16 +1,14 @@
-//! Postgres for the resources of [`crate::resources`]: their rows, their documents in
-//! `resource_documents`, and their items in `ingest_items`.
+//! Postgres for the resources of [`crate::resources`]: their rows, and their documents in
+//! `resource_documents`.
 //!
-//! [`save_many`] is what a consumer calls for these resources, as [`Store::save_many`] for
-//! pokemon: a record is written, and its item marked `done` (by [`mark_done`], the state
-//! machine's edge in `store`), only if the item was not `done` already, all in one transaction
-//! (the item's row lock makes a second writer of the same item wait for the first and then skip
-//! it). [`upsert`] writes records without item state, for loading documents by other means.
+//! [`write`] is what a consumer's group commit (`crate::commit`) calls for the records of the
+//! items it has just marked `done`, inside its transaction. [`upsert`] writes records without
+//! item state, for loading documents by other means.
 
 use tokio_postgres::types::Json;
 
 use crate::resources::Record;
-use crate::store::{DoneItem, Store, StoreError, mark_done};
+use crate::store::{Store, StoreError};
 use crate::validators::Validators;
 
 /// One record to store, with what the consumer knows about its fetch.
@@ -36,104 +34,52 @@ const SAVE_DOCUMENTS: &str = "insert into resource_documents (resource, id, docu
             last_modified = excluded.last_modified, fetched_at = excluded.fetched_at";
 
 /// `(resource, id)` of a record: what an item is known by.
-fn key(row: &SaveRecord) -> (&'static str, i32) {
+pub fn key(row: &SaveRecord) -> (&'static str, i32) {
     (row.record.resource().name(), row.record.id())
-}
-
-/// The positions of `rows` to write, one per item (the first given), in `(resource, id)` order
-/// so that two transactions holding the same items lock them in the same order.
-fn distinct_in_order(rows: &[SaveRecord]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by_key(|&i| (key(&rows[i]), i));
-    order.dedup_by_key(|&mut i| key(&rows[i]));
-    order
-}
-
-/// Writes the records and marks their items `done`, except items done already, in one
-/// transaction. Returns, for each record in the order given, whether it was written (of two
-/// records for one item, only the first can be).
-pub async fn save_many(store: &Store, rows: &[SaveRecord]) -> Result<Vec<bool>, StoreError> {
-    let order = distinct_in_order(rows);
-    let mut client = store.pool().get().await?;
-    let tx = client.transaction().await?;
-    let items: Vec<DoneItem> = order
-        .iter()
-        .map(|&i| DoneItem {
-            resource: key(&rows[i]).0,
-            id: rows[i].record.id(),
-            name: rows[i].record.name(),
-            attempts: rows[i].attempts,
-            validators: &rows[i].validators,
-        })
-        .collect();
-    let marked = mark_done(&tx, &items).await?;
-    let to_write: Vec<usize> = order
-        .into_iter()
-        .filter(|&i| {
-            let (resource, id) = key(&rows[i]);
-            marked.contains(&(resource.to_owned(), id))
-        })
-        .collect();
-    write(&tx, rows, &to_write).await?;
-    tx.commit().await?;
-    let mut written = vec![false; rows.len()];
-    for i in to_write {
-        written[i] = true;
-    }
-    Ok(written)
 }
 
 /// Writes the records' rows and documents, whatever their items' state, in one transaction;
 /// `ingest_items` is not touched.
 pub async fn upsert(store: &Store, rows: &[SaveRecord]) -> Result<(), StoreError> {
-    let order = distinct_in_order(rows);
+    let mut distinct: Vec<&SaveRecord> = rows.iter().collect();
+    distinct.sort_by_key(|row| key(row));
+    distinct.dedup_by_key(|row| key(row));
     let mut client = store.pool().get().await?;
     let tx = client.transaction().await?;
-    write(&tx, rows, &order).await?;
+    write(&tx, &distinct).await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// The documents of `rows[positions]` (in `(resource, id)` order), then their rows, one
-/// statement per resource.
-async fn write(
-    client: &deadpool_postgres::Transaction<'_>,
-    rows: &[SaveRecord],
-    positions: &[usize],
+/// Writes the documents of `rows`, then their rows, one statement per resource, inside the
+/// caller's transaction `tx`. `rows` hold distinct items in `(resource, id)` order.
+pub async fn write(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[&SaveRecord],
 ) -> Result<(), StoreError> {
-    if positions.is_empty() {
+    if rows.is_empty() {
         return Ok(());
     }
     let column = |f: &dyn Fn(&SaveRecord) -> Option<&str>| -> Vec<Option<&str>> {
-        positions.iter().map(|&i| f(&rows[i])).collect()
+        rows.iter().map(|row| f(row)).collect()
     };
     let resources = column(&|row| Some(row.record.resource().name()));
-    let ids: Vec<i32> = positions.iter().map(|&i| rows[i].record.id()).collect();
+    let ids: Vec<i32> = rows.iter().map(|row| row.record.id()).collect();
     let documents = column(&|row| Some(row.record.document()));
     let etags = column(&|row| row.validators.etag.as_deref());
     let modified = column(&|row| row.validators.last_modified.as_deref());
-    client
-        .execute(
-            SAVE_DOCUMENTS,
-            &[&resources, &ids, &documents, &etags, &modified],
-        )
-        .await?;
-    // Positions come in (resource, id) order: each resource's rows are one run of them.
-    let mut start = 0;
-    while start < positions.len() {
-        let resource = rows[positions[start]].record.resource();
-        let run = positions[start..]
-            .iter()
-            .take_while(|&&i| rows[i].record.resource().name() == resource.name())
-            .count();
-        let batch: Vec<&serde_json::Value> = positions[start..start + run]
-            .iter()
-            .map(|&i| rows[i].record.row())
-            .collect();
-        client
-            .execute(resource.upsert_sql(), &[&Json(&batch)])
-            .await?;
-        start += run;
+    let statement = tx.prepare_cached(SAVE_DOCUMENTS).await?;
+    tx.execute(
+        &statement,
+        &[&resources, &ids, &documents, &etags, &modified],
+    )
+    .await?;
+    // Rows come in (resource, id) order: each resource's rows are one run of them.
+    for run in rows.chunk_by(|a, b| a.record.resource().name() == b.record.resource().name()) {
+        let resource = run[0].record.resource();
+        let batch: Vec<&serde_json::Value> = run.iter().map(|row| row.record.row()).collect();
+        let statement = tx.prepare_cached(resource.upsert_sql()).await?;
+        tx.execute(&statement, &[&Json(&batch)]).await?;
     }
     Ok(())
 }

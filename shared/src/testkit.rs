@@ -115,6 +115,20 @@ impl Fresh {
     }
 }
 
+/// Stores `documents` in one group commit, as a consumer does, following no links: whether each
+/// was written (false: its item was done already, or an earlier document held it).
+pub async fn save<D: Into<crate::commit::Document>>(
+    store: &Store,
+    documents: impl IntoIterator<Item = D>,
+) -> Result<Vec<bool>, crate::store::StoreError> {
+    let jobs: Vec<crate::commit::Finished> = documents
+        .into_iter()
+        .map(|document| crate::commit::Finished::alone(document.into()))
+        .collect();
+    let committed = crate::commit::commit(store, &jobs).await?;
+    Ok(committed.iter().map(|job| job.written).collect())
+}
+
 /// Polls `check` every 50 ms until it holds or `timeout` passes; true if it held.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
 where

@@ -2,7 +2,7 @@
 //! that moves an item through it; no statement elsewhere in pokeq writes `status`.
 //!
 //! ```text
-//!         record_listed           mark_queued          save_many, mark_done, mark_unchanged
+//!         record_listed           mark_queued              finish, mark_unchanged
 //! (new) ─────────────────► pending ───────────────► queued ─────────────────────────► done
 //!                           ▲  ▲                    │ │ ▲  ⟲ record_attempt            │
 //!                           │  └─ claim_for_publish ┘ │ │                              │
@@ -16,8 +16,9 @@
 //!
 //! Each edge, its function, and who takes it when:
 //! - (new) → `pending`: [`Store::record_listed`]; the producer lists an item for the first time.
-//! - (new) → `queued`: [`Store::enqueue_links`]; a consumer following links (`--follow`) found
-//!   a document linked that no item stands for yet, and publishes its job next.
+//! - (new) → `queued`: [`finish`], with the links; a consumer following links (`--follow`)
+//!   stored a document linking to items that no row stands for yet, and publishes their jobs
+//!   after the commit.
 //! - `pending → queued`: [`Store::mark_queued`]; the broker confirmed the item's job.
 //! - `queued → pending`: [`Store::claim_for_publish`]; a producer rerun finds the item untouched
 //!   for `requeue_after` (its job may be lost) and publishes it again.
@@ -28,11 +29,10 @@
 //! - `done → pending`: [`Store::claim_for_publish`] with `--refresh`.
 //! - `queued → queued`: [`Store::record_attempt`]; a transient failure, the job waits in a retry
 //!   queue.
-//! - `* → done`, with its row: [`Store::save_many`]; the consumer's commit of a fetched document.
+//! - `* → done`, with its row: [`finish`]; the consumer's group commit of fetched documents (see
+//!   `crate::commit`, which writes the rows of the items marked in the same transaction).
 //! - `* → done`, no row written: [`Store::mark_unchanged`]; the API answered 304 for the stored
 //!   copy.
-//! - `* → done`, for an item of another Pokédex resource: [`mark_done`], in the transaction of
-//!   `resource_rows::save_many`, which then writes the records of the items it marked.
 //! - `* → failed`: [`Store::mark_failed`]; permanent, exhausted or dead-lettered by the broker.
 //! - `* → queued`, attempts reset: [`Store::requeue_for_replay`]; `pokeq dead replay`.
 //! - `* → failed`, marked purged: [`Store::mark_purged`]; `pokeq dead purge` (the item is
@@ -46,7 +46,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::rows::{BatchRow, SaveRow};
 use super::{Store, StoreError};
 use crate::job::{ErrorKind, RESOURCE};
 use crate::pgerror::storable;
@@ -56,27 +55,39 @@ use crate::validators::Validators;
 /// dead letter on purpose (and a second purge does not prefix it twice).
 pub const PURGED_PREFIX: &str = "purged by operator: ";
 
-/// Marks items `done` unless they are already, returning those it marked. `$1` resources, `$2`
-/// ids, `$3` names, `$4` attempts, `$5` ETags, `$6` Last-Modified values, one per item.
-const MARK_DONE: &str =
-    "insert into ingest_items (resource, id, name, status, attempts, updated_at,
+/// Edges `* → done` and (new) → `queued`, in one statement: marks items `done` unless they are
+/// already, and inserts the links of a crawl as `queued` unless an item stands for them already.
+/// `$1` resources, `$2` ids, `$3` names, `$4` statuses (`done` for an item marked, `queued` for a
+/// link), `$5` attempts, `$6` ETags, `$7` Last-Modified values, one per item; no item twice.
+/// Returns the items it marked or inserted, with their status.
+///
+/// One statement in `(resource, id)` order takes every row lock the commit needs in one order:
+/// two consumers' group commits, each marking documents and enqueueing links, cannot deadlock
+/// (with a statement for the marks and another for the links, each could hold a row the other's
+/// second statement waits for). A link whose item exists is locked by the `do update` (its
+/// `where` leaves the row as it is) until the commit; the consumer's set of links known keeps
+/// that to a link's first sight.
+const FINISH: &str =
+    "insert into ingest_items (resource, id, name, status, attempts, updated_at, queued_at,
                                   etag, last_modified)
-     select resource, id, name, 'done', attempts, now(), etag, last_modified
-     from unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[])
-          as t(resource, id, name, attempts, etag, last_modified)
+     select resource, id, name, status, attempts, now(),
+            case when status = 'queued' then now() end, etag, last_modified
+     from unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[], $6::text[],
+                 $7::text[])
+          as t(resource, id, name, status, attempts, etag, last_modified)
      order by resource, id
      on conflict (resource, id) do update
         set status = 'done', attempts = excluded.attempts,
             name = coalesce(excluded.name, ingest_items.name), last_error = null,
             error_kind = null, updated_at = now(), etag = excluded.etag,
             last_modified = excluded.last_modified
-        where ingest_items.status <> 'done'
-     returning resource, id";
+        where excluded.status = 'done' and ingest_items.status <> 'done'
+     returning resource, id, status";
 
-/// An item of any resource that [`mark_done`] moves to `done`, with what its fetch brought.
+/// An item that [`finish`] moves to `done`, with what its fetch brought.
 #[derive(Debug, Clone, Copy)]
 pub struct DoneItem<'a> {
-    pub resource: &'a str,
+    pub resource: &'static str,
     pub id: i32,
     /// The name the item is known by; `None` keeps the one stored.
     pub name: Option<&'a str>,
@@ -84,37 +95,93 @@ pub struct DoneItem<'a> {
     pub validators: &'a Validators,
 }
 
-/// Edge `* → done`, for items of the Pokédex resources other than pokemon: marks `items` done,
-/// except those done already, inside the caller's transaction `tx`, and returns the
-/// `(resource, id)` of those it marked, so that the caller writes their records (and only theirs)
-/// before committing. Items are marked in the order given: the caller sorts them by
-/// `(resource, id)` so that two transactions lock the same items in the same order.
-pub async fn mark_done(
-    tx: &tokio_postgres::Transaction<'_>,
+/// What [`finish`] changed.
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// The items it marked `done`: their rows are the caller's to write.
+    pub marked: HashSet<(&'static str, i32)>,
+    /// The links it inserted as `queued`: their jobs are the caller's to publish.
+    pub enqueued: HashSet<(&'static str, i32)>,
+}
+
+/// Edges `* → done` (a consumer's group commit of fetched documents, of any resource) and
+/// (new) → `queued` (the links those documents name, for a crawl that follows links), inside the
+/// caller's transaction `tx`, which then writes the rows of the items marked (and only theirs)
+/// before committing: a document is never `done` without its row, nor without its links known.
+/// Items done already are left alone, and so are links an item stands for, whatever its state.
+/// A link that is also one of `items` is taken as the item.
+pub async fn finish(
+    tx: &deadpool_postgres::Transaction<'_>,
     items: &[DoneItem<'_>],
-) -> Result<HashSet<(String, i32)>, StoreError> {
-    let resources: Vec<&str> = items.iter().map(|item| item.resource).collect();
-    let ids: Vec<i32> = items.iter().map(|item| item.id).collect();
-    let names: Vec<Option<&str>> = items.iter().map(|item| item.name).collect();
-    let attempts: Vec<i32> = items.iter().map(|item| item.attempts).collect();
-    let etags: Vec<Option<&str>> = items
+    links: &[(&'static str, i32)],
+) -> Result<Finished, StoreError> {
+    if items.is_empty() && links.is_empty() {
+        return Ok(Finished::default());
+    }
+    let marking: HashSet<(&str, i32)> = items.iter().map(|item| (item.resource, item.id)).collect();
+    let links: Vec<(&'static str, i32)> = links
         .iter()
-        .map(|item| item.validators.etag.as_deref())
+        .copied()
+        .filter(|link| !marking.contains(link))
         .collect();
-    let modified: Vec<Option<&str>> = items
-        .iter()
-        .map(|item| item.validators.last_modified.as_deref())
-        .collect();
-    let marked = tx
+    let count = items.len() + links.len();
+    let mut resources: Vec<&str> = Vec::with_capacity(count);
+    let mut ids: Vec<i32> = Vec::with_capacity(count);
+    let mut names: Vec<Option<&str>> = Vec::with_capacity(count);
+    let mut statuses: Vec<&str> = Vec::with_capacity(count);
+    let mut attempts: Vec<i32> = Vec::with_capacity(count);
+    let mut etags: Vec<Option<&str>> = Vec::with_capacity(count);
+    let mut modified: Vec<Option<&str>> = Vec::with_capacity(count);
+    for item in items {
+        resources.push(item.resource);
+        ids.push(item.id);
+        names.push(item.name);
+        statuses.push("done");
+        attempts.push(item.attempts);
+        etags.push(item.validators.etag.as_deref());
+        modified.push(item.validators.last_modified.as_deref());
+    }
+    for &(resource, id) in &links {
+        resources.push(resource);
+        ids.push(id);
+        names.push(None);
+        statuses.push("queued");
+        attempts.push(0);
+        etags.push(None);
+        modified.push(None);
+    }
+    let statement = tx.prepare_cached(FINISH).await?;
+    let rows = tx
         .query(
-            MARK_DONE,
-            &[&resources, &ids, &names, &attempts, &etags, &modified],
+            &statement,
+            &[
+                &resources, &ids, &names, &statuses, &attempts, &etags, &modified,
+            ],
         )
         .await?;
-    Ok(marked
+    // The names are the callers' own `&'static str`s: a row answers by its position's.
+    let known: std::collections::HashMap<(&str, i32), &'static str> = items
         .iter()
-        .map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1)))
-        .collect())
+        .map(|item| ((item.resource, item.id), item.resource))
+        .chain(
+            links
+                .iter()
+                .map(|&(resource, id)| ((resource, id), resource)),
+        )
+        .collect();
+    let mut finished = Finished::default();
+    for row in &rows {
+        let (resource, id): (&str, i32) = (row.get(0), row.get(1));
+        let Some(&resource) = known.get(&(resource, id)) else {
+            continue;
+        };
+        if row.get::<_, &str>(2) == "done" {
+            finished.marked.insert((resource, id));
+        } else {
+            finished.enqueued.insert((resource, id));
+        }
+    }
+    Ok(finished)
 }
 
 /// An item as the consumer finds it before fetching.
@@ -153,42 +220,6 @@ impl StatusCounts {
     }
 }
 
-/// Marks the items of a batch done and upserts their rows, except items done already (see
-/// `save_many`). `$1` is a JSON array of [`BatchRow`]s in id order, `$2` the resource. Returns
-/// the ids written.
-const SAVE_DONE: &str = "with input as (
-        select * from jsonb_to_recordset($1) as r(
-            id int, name text, attempts int, height int, weight int, base_experience int,
-            types text[], abilities text[], stats jsonb, sprite_url text, species text,
-            is_default boolean, sort_order int, etag text, last_modified text)
-     ),
-     item as (
-        insert into ingest_items (resource, id, name, status, attempts, updated_at,
-                                  etag, last_modified)
-        select $2, id, name, 'done', attempts, now(), etag, last_modified from input
-        on conflict (resource, id) do update
-            set status = 'done', attempts = excluded.attempts, name = excluded.name,
-                last_error = null, error_kind = null, updated_at = now(),
-                etag = excluded.etag, last_modified = excluded.last_modified
-            where ingest_items.status <> 'done'
-        returning id
-     )
-     insert into pokemon (id, name, height_m, weight_kg, base_experience, types,
-                          abilities, stats, sprite_url, species, is_default, sort_order)
-     select input.id, name, round(height::numeric / 10, 1), round(weight::numeric / 10, 1),
-            base_experience, types, abilities, stats, sprite_url, species, is_default,
-            sort_order
-     from input join item using (id)
-     order by input.id
-     on conflict (id) do update
-        set name = excluded.name, height_m = excluded.height_m,
-            weight_kg = excluded.weight_kg, base_experience = excluded.base_experience,
-            types = excluded.types, abilities = excluded.abilities,
-            stats = excluded.stats, sprite_url = excluded.sprite_url,
-            species = excluded.species, is_default = excluded.is_default,
-            sort_order = excluded.sort_order, ingested_at = now()
-     returning id";
-
 impl Store {
     /// Edge (new) → `pending`: records listed items as `pending`; items already known keep their
     /// state.
@@ -210,37 +241,6 @@ impl Store {
             )
             .await?;
         Ok(())
-    }
-
-    /// Edge (new) → `queued`: the links of a stored document (`--follow`), inserted as `queued`
-    /// items unless known already, in one statement; returns the `(resource, id)` of those it
-    /// inserted, whose jobs the caller then publishes (before acknowledging the parent's
-    /// delivery). Known items are left alone whatever their state: each linked document is
-    /// enqueued once however many consumers store documents linking to it at the same time (the
-    /// primary key decides which insert wins), and a rerun enqueues nothing. A crash between this
-    /// and the publish leaves the items `queued` without a job: the producer's `--requeue-after`
-    /// publishes them again.
-    pub async fn enqueue_links(
-        &self,
-        links: &[(&str, i32)],
-    ) -> Result<Vec<(String, i32)>, StoreError> {
-        if links.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (resources, ids): (Vec<&str>, Vec<i32>) = links.iter().copied().unzip();
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "insert into ingest_items (resource, id, status, queued_at)
-                 select resource, id, 'queued', now()
-                 from unnest($1::text[], $2::int[]) as t(resource, id)
-                 order by resource, id
-                 on conflict (resource, id) do nothing
-                 returning resource, id",
-                &[&resources, &ids],
-            )
-            .await?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
     /// Edges `queued → pending`, `failed → pending` and `done → pending`, for a producer run. Of
@@ -290,7 +290,7 @@ impl Store {
     /// Edge `queued → pending`, for a producer run with `--follow`: the items of resources other
     /// than `listed` (which the run's lists cover) `queued` and untouched for `requeue_after`,
     /// moved back to `pending` for the run to publish again, with their names. They are links a
-    /// consumer enqueued ([`Store::enqueue_links`]) whose job may be lost: the consumer stopped
+    /// consumer enqueued ([`finish`]) whose job may be lost: the consumer stopped
     /// between inserting them and publishing, or the broker lost the job.
     pub async fn claim_stale_links(
         &self,
@@ -382,36 +382,6 @@ impl Store {
             )
             .await?;
         Ok(())
-    }
-
-    /// Edge `* → done`, with the row: the consumer's commit. Writes the rows and marks their items
-    /// `done`, all in one statement (one round trip, one commit, one WAL flush). A row whose item
-    /// is already done is not written: of two consumers holding the same job, the second waits for
-    /// the first's commit and then skips it; of two rows for one item in the same batch, the first
-    /// is written. Rows are written in id order so that two batches holding the same ids lock them
-    /// in the same order. Returns, for each row in the order given, whether it was written.
-    pub async fn save_many(&self, rows: &[SaveRow]) -> Result<Vec<bool>, StoreError> {
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| (rows[i].pokemon.id, i));
-        order.dedup_by_key(|&mut i| rows[i].pokemon.id);
-        let input: Vec<BatchRow> = order.iter().map(|&i| BatchRow::of(&rows[i])).collect();
-        let client = self.pool.get().await?;
-        let started = std::time::Instant::now();
-        let statement = client.prepare_cached(SAVE_DONE).await?;
-        let saved = client
-            .query(
-                &statement,
-                &[&tokio_postgres::types::Json(&input), &RESOURCE],
-            )
-            .await?;
-        metrics::histogram!(crate::metrics::DB_SECONDS).record(started.elapsed().as_secs_f64());
-        metrics::histogram!(crate::metrics::COMMIT_ROWS).record(rows.len() as f64);
-        let saved: std::collections::HashSet<i32> = saved.iter().map(|row| row.get(0)).collect();
-        let mut written = vec![false; rows.len()];
-        for i in order {
-            written[i] = saved.contains(&rows[i].pokemon.id);
-        }
-        Ok(written)
     }
 
     /// Edge `* → done`, no row written: the API confirmed the stored copy current (HTTP 304).

@@ -7,7 +7,7 @@
 //! - `database.rs`: a connection, and the database created when it is missing;
 //! - `migrate.rs`: the embedded migrations and the schema version;
 //! - `items.rs`: item state (`ingest_items.status`), the state machine of DESIGN.md;
-//! - `rows.rs`: the pokemon rows written together with their items' `done`;
+//! - `rows.rs`: the pokemon rows, written in the transaction of their items' `done`;
 //! - `runs.rs`: the producer runs' progress (`producer_runs`);
 //! - `rate.rs`: the API request rate every process shares (`api_rate`);
 //! - `circuit.rs`: each consumer's API circuit (`api_circuit`), for `pokeq status`.
@@ -33,10 +33,10 @@ pub use crate::pgerror::ErrorClass;
 use database::{connect, create_database};
 pub use error::StoreError;
 use error::{Step, refused, worth_waiting};
-pub use items::{DoneItem, ItemState, PURGED_PREFIX, StatusCounts, mark_done};
+pub use items::{DoneItem, Finished, ItemState, PURGED_PREFIX, StatusCounts, finish};
 pub use migrate::latest_schema_version;
 use migrate::{MigrateError, migrate};
-pub use rows::SaveRow;
+pub use rows::{SaveRow, write_pokemon};
 pub use runs::RunProgress;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,11 +1,14 @@
 //! The pokemon rows pokeq stores, as the consumer hands them over and as the statement that
-//! writes them reads them. That statement is in `items.rs`: a row is written in the same
-//! statement as its item's `done`.
+//! writes them reads them. A row is written in the transaction that marks its item `done`
+//! (`crate::commit`).
 
+use tokio_postgres::types::Json;
+
+use super::StoreError;
 use crate::transform::Pokemon;
 use crate::validators::Validators;
 
-/// One row for [`Store::save_many`](super::Store::save_many).
+/// One pokemon row for a group commit (`crate::commit`).
 #[derive(Debug, Clone)]
 pub struct SaveRow {
     pub pokemon: Pokemon,
@@ -15,7 +18,7 @@ pub struct SaveRow {
 
 /// One row of [`SAVE_DONE`]'s input, named as its record columns.
 #[derive(Debug, serde::Serialize)]
-pub(super) struct BatchRow<'a> {
+struct BatchRow<'a> {
     id: i32,
     name: &'a str,
     attempts: i32,
@@ -34,7 +37,7 @@ pub(super) struct BatchRow<'a> {
 }
 
 impl<'a> BatchRow<'a> {
-    pub(super) fn of(row: &'a SaveRow) -> Self {
+    fn of(row: &'a SaveRow) -> Self {
         let p = &row.pokemon;
         Self {
             id: p.id,
@@ -54,4 +57,40 @@ impl<'a> BatchRow<'a> {
             last_modified: row.validators.last_modified.as_deref(),
         }
     }
+}
+
+/// Upserts pokemon rows: `$1` is a JSON array of [`BatchRow`]s in id order.
+const UPSERT_POKEMON: &str = "insert into pokemon (id, name, height_m, weight_kg,
+                          base_experience, types, abilities, stats, sprite_url, species,
+                          is_default, sort_order)
+     select id, name, round(height::numeric / 10, 1), round(weight::numeric / 10, 1),
+            base_experience, types, abilities, stats, sprite_url, species, is_default,
+            sort_order
+     from jsonb_to_recordset($1) as r(
+            id int, name text, attempts int, height int, weight int, base_experience int,
+            types text[], abilities text[], stats jsonb, sprite_url text, species text,
+            is_default boolean, sort_order int, etag text, last_modified text)
+     order by id
+     on conflict (id) do update
+        set name = excluded.name, height_m = excluded.height_m,
+            weight_kg = excluded.weight_kg, base_experience = excluded.base_experience,
+            types = excluded.types, abilities = excluded.abilities,
+            stats = excluded.stats, sprite_url = excluded.sprite_url,
+            species = excluded.species, is_default = excluded.is_default,
+            sort_order = excluded.sort_order, ingested_at = now()";
+
+/// Writes the rows of pokemon whose items the caller's transaction `tx` has just marked `done`
+/// ([`super::finish`]), in one statement; `rows` hold distinct ids.
+pub async fn write_pokemon(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[&SaveRow],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut input: Vec<BatchRow> = rows.iter().map(|row| BatchRow::of(row)).collect();
+    input.sort_unstable_by_key(|row| row.id);
+    let statement = tx.prepare_cached(UPSERT_POKEMON).await?;
+    tx.execute(&statement, &[&Json(&input)]).await?;
+    Ok(())
 }
