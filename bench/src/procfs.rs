@@ -68,17 +68,6 @@ pub fn scan_all() -> HashMap<i32, ProcStat> {
     out
 }
 
-/// Pids whose `comm` is exactly `name`.
-pub fn pids_named(name: &str) -> Vec<i32> {
-    let mut pids: Vec<i32> = scan_all()
-        .into_iter()
-        .filter(|(_, stat)| stat.comm == name)
-        .map(|(pid, _)| pid)
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
 /// Whole-machine CPU from the first line of /proc/stat, in clock ticks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MachineCpu {

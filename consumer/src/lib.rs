@@ -523,16 +523,14 @@ impl Worker<'_> {
             Outcome::Done { written, links } => {
                 // The linked jobs go out, confirmed, before the ack: a crash in between loses
                 // none (the parent is redelivered, its links stay `queued` for the producer's
-                // `--requeue-after`).
-                for link in links {
-                    self.publish(
-                        Target::Jobs,
-                        &link.resource,
-                        &link.encode(),
-                        link.properties(),
-                    )
-                    .await?;
-                }
+                // `--requeue-after`). All at once, so that the broker confirms them together.
+                let bodies: Vec<Vec<u8>> = links.iter().map(Job::encode).collect();
+                futures_util::future::try_join_all(links.iter().zip(&bodies).map(
+                    |(link, body)| {
+                        self.publish(Target::Jobs, &link.resource, body, link.properties())
+                    },
+                ))
+                .await?;
                 if !links.is_empty() {
                     metrics::counter!(metrics::LINKS_ENQUEUED, "resource" => resource.clone())
                         .increment(links.len() as u64);

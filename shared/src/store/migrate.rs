@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "pokedex",
         include_str!("../../migrations/0007_pokedex.sql"),
     ),
+    (
+        8,
+        "documents_lz4",
+        include_str!("../../migrations/0008_documents_lz4.sql"),
+    ),
 ];
 
 /// The schema version this build migrates to.
