@@ -13,9 +13,9 @@
 //! one migration creating its table (plus its line in the store's migration list).
 //!
 //! `pokemon` is not one of them: its documents are 100 times larger (90% `moves`), so its
-//! transform ([`crate::transform`]) scans instead of parsing, and its rows go through the
-//! consumer's group commit ([`crate::store::Store::save_many`]). It is still a resource name
-//! ([`POKEMON`], [`is_known`]).
+//! transform ([`crate::transform`]) skips what it does not keep, its row has a table of its own
+//! and no raw document is kept. Every resource's rows, pokemon's too, go through the consumer's
+//! group commit ([`crate::commit`]). It is still a resource name ([`POKEMON`], [`is_known`]).
 //!
 //! These documents are small (a few KB to 100 KB), so the transforms decode them with serde into
 //! structs that borrow from the document, and keep what a Pokédex asks for: English texts,
