@@ -509,21 +509,35 @@ impl Producer {
         }
         items.sort_unstable_by_key(|(id, _)| *id);
         items.dedup_by_key(|(id, _)| *id);
-        let (items, refused) =
-            record::record_listed(&self.store, &self.patience, resource, items).await?;
+        let record::Recorded {
+            items,
+            inserted,
+            refused,
+        } = record::record_listed(&self.store, &self.patience, resource, items).await?;
         let ids: Vec<i32> = items.iter().map(|(id, _)| *id).collect();
-        let claimed = self
-            .patience
-            .run("claim items to publish", || {
-                self.store.claim_for_publish(
-                    resource,
-                    &ids,
-                    self.retry_failed,
-                    self.refresh,
-                    self.requeue_after,
-                )
-            })
-            .await?;
+        // New items are claimed by their insert; only those known before (a rerun, or a list
+        // that overlaps another run's) are asked about, in a second statement.
+        let mut claimed: std::collections::HashSet<i32> = inserted.into_iter().collect();
+        let known: Vec<i32> = ids
+            .iter()
+            .copied()
+            .filter(|id| !claimed.contains(id))
+            .collect();
+        if !known.is_empty() {
+            let again = self
+                .patience
+                .run("claim items to publish", || {
+                    self.store.claim_for_publish(
+                        resource,
+                        &known,
+                        self.retry_failed,
+                        self.refresh,
+                        self.requeue_after,
+                    )
+                })
+                .await?;
+            claimed.extend(again);
+        }
         let jobs: Vec<Job> = items
             .into_iter()
             .filter(|(id, _)| claimed.contains(id))

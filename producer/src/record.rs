@@ -10,33 +10,55 @@ use pokeq_shared::store::Store;
 
 use crate::patience::{GaveUp, Patience};
 
-/// Records `items` (sorted, one per id) and returns those recorded and how many the database
-/// refused.
+/// What became of a page's list entries.
+pub struct Recorded {
+    /// The entries recorded (known before or inserted now), in the order given.
+    pub items: Vec<(i32, String)>,
+    /// The ids of those inserted now: new items, to publish.
+    pub inserted: Vec<i32>,
+    /// How many entries the database refused.
+    pub refused: u64,
+}
+
+/// Records `items` (sorted, one per id).
 pub async fn record_listed(
     store: &Store,
     patience: &Patience,
     resource: &str,
     items: Vec<(i32, String)>,
-) -> Result<(Vec<(i32, String)>, u64), GaveUp> {
+) -> Result<Recorded, GaveUp> {
     let error = match patience
         .run("record listed items", || {
             store.record_listed(resource, &items)
         })
         .await
     {
-        Ok(()) => return Ok((items, 0)),
+        Ok(inserted) => {
+            return Ok(Recorded {
+                items,
+                inserted,
+                refused: 0,
+            });
+        }
         Err(GaveUp::Refused(error)) if items.len() > 1 => error,
         Err(GaveUp::Refused(error)) => {
             if let Some(item) = items.first() {
                 refused(item, &error.to_string());
             }
-            return Ok((Vec::new(), items.len() as u64));
+            return Ok(Recorded {
+                refused: items.len() as u64,
+                items: Vec::new(),
+                inserted: Vec::new(),
+            });
         }
         Err(other) => return Err(other),
     };
     tracing::warn!(%error, entries = items.len(), "the database refused a page of list entries; recording them one by one");
-    let mut recorded = Vec::with_capacity(items.len());
-    let mut skipped = 0;
+    let mut recorded = Recorded {
+        items: Vec::with_capacity(items.len()),
+        inserted: Vec::new(),
+        refused: 0,
+    };
     for item in items {
         match patience
             .run("record a listed item", || {
@@ -44,15 +66,18 @@ pub async fn record_listed(
             })
             .await
         {
-            Ok(()) => recorded.push(item),
+            Ok(inserted) => {
+                recorded.inserted.extend(inserted);
+                recorded.items.push(item);
+            }
             Err(GaveUp::Refused(error)) => {
                 refused(&item, &error.to_string());
-                skipped += 1;
+                recorded.refused += 1;
             }
             Err(other) => return Err(other),
         }
     }
-    Ok((recorded, skipped))
+    Ok(recorded)
 }
 
 fn refused((id, name): &(i32, String), error: &str) {

@@ -222,25 +222,27 @@ impl StatusCounts {
 
 impl Store {
     /// Edge (new) → `pending`: records listed items as `pending`; items already known keep their
-    /// state.
+    /// state. Returns the ids it inserted: new items, which the producer publishes without asking
+    /// again (only the others need [`Store::claim_for_publish`]).
     pub async fn record_listed(
         &self,
         resource: &str,
         items: &[(i32, String)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<i32>, StoreError> {
         let (ids, names): (Vec<i32>, Vec<&str>) =
             items.iter().map(|(id, name)| (*id, name.as_str())).unzip();
         let client = self.pool.get().await?;
-        client
-            .execute(
+        let rows = client
+            .query(
                 "insert into ingest_items (resource, id, name, status)
                  select $1, t.id, nullif(t.name, ''), 'pending'
                  from unnest($2::int[], $3::text[]) as t(id, name)
-                 on conflict (resource, id) do nothing",
+                 on conflict (resource, id) do nothing
+                 returning id",
                 &[&resource, &ids, &names],
             )
             .await?;
-        Ok(())
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     /// Edges `queued → pending`, `failed → pending` and `done → pending`, for a producer run. Of
