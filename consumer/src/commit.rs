@@ -238,3 +238,52 @@ where
     });
     sender
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pokeq_shared::commit::Document;
+    use pokeq_shared::store::SaveRow;
+    use pokeq_shared::transform::Pokemon;
+
+    fn following(id: i32, links: &[(&'static str, i32)]) -> Finished {
+        Finished {
+            document: Document::Pokemon(SaveRow {
+                pokemon: Pokemon {
+                    id,
+                    name: format!("mon-{id}"),
+                    height: 1,
+                    weight: 1,
+                    base_experience: None,
+                    types: vec![],
+                    abilities: vec![],
+                    stats: vec![],
+                    sprite: None,
+                    species: None,
+                    is_default: None,
+                    order: None,
+                },
+                validators: Default::default(),
+                attempts: 1,
+            }),
+            links: links.to_vec(),
+        }
+    }
+
+    #[test]
+    fn links_committed_once_are_not_sent_again_and_the_set_stays_bounded() {
+        let mut known = KnownLinks::default();
+        let committed = [following(1, &[("move", 1), ("type", 2)])];
+        known.learn(committed.iter());
+        let mut next = [following(2, &[("move", 1), ("move", 3), ("type", 2)])];
+        known.forget_known(&mut next);
+        assert_eq!(next[0].links, [("move", 3)]);
+
+        let many: Vec<(&'static str, i32)> = (0..KNOWN_LINKS_MAX as i32 + 5)
+            .map(|id| ("move", id))
+            .collect();
+        known.learn([following(3, &many)].iter());
+        assert!(known.0.len() <= KNOWN_LINKS_MAX, "{}", known.0.len());
+        assert!(known.0.contains(&("move", KNOWN_LINKS_MAX as i32 + 4)));
+    }
+}
