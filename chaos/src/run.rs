@@ -336,6 +336,44 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Waits until some item is `pending`: listed by the producer, its job not yet confirmed
+    /// (the window of a page's publishes and confirms), polling one connection as fast as it
+    /// answers. Returns the database's clock then, in seconds.
+    pub async fn wait_publishing(&mut self) -> Result<f64> {
+        let client = connect(&self.db_url).await?;
+        let deadline = Instant::now() + self.infra.timeout;
+        loop {
+            let row = client
+                .query_one(
+                    "select exists(select 1 from ingest_items where status = 'pending'),
+                            extract(epoch from clock_timestamp())::float8",
+                    &[],
+                )
+                .await?;
+            if row.get::<_, bool>(0) {
+                return Ok(row.get(1));
+            }
+            if Instant::now() > deadline || !self.producer_running() {
+                bail!("the producer had no job unconfirmed to catch");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Lines of the producer's log that contain `text`.
+    pub fn producer_log_lines(&self, text: &str) -> Vec<String> {
+        self.producer
+            .as_ref()
+            .and_then(|producer| std::fs::read_to_string(&producer.stderr).ok())
+            .map(|log| {
+                log.lines()
+                    .filter(|line| line.contains(text))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// For each node lost: seconds from the loss to the first write of a `pokemon` row after
     /// it, and the longest pause between writes in the minute after it (the loss included as
     /// the first point). Fails the scenario for a loss no write followed.

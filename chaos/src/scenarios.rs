@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use crate::cluster;
-use crate::run::{Infra, Report, Run, Spec};
+use crate::run::{Infra, Loss, Report, Run, Spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -425,14 +425,21 @@ async fn leader_kill(run: &mut Run<'_>, size: Size, publishing: bool) -> Result<
         }
     }
     let node = run.infra.rabbits[leader].node.clone();
+    let what = format!("SIGKILL of n{} (leader)", leader + 1);
+    if publishing {
+        // Right while a page's jobs are unconfirmed, so that their confirms die with the node.
+        let at = run.wait_publishing().await?;
+        run.infra.rabbits[leader].kill().await;
+        run.losses.push(Loss { what, at });
+    } else {
+        run.node_lost(what).await?;
+        run.infra.rabbits[leader].kill().await;
+    }
     run.say(&format!(
-        "SIGKILL n{} {node}, the jobs queue's leader ({done}/{n} done; consumers {consumers}; \
-         producer {producer})",
+        "SIGKILLed n{} {node}, the jobs queue's leader ({done}/{n} done before; consumers \
+         {consumers}; producer {producer})",
         leader + 1
     ));
-    run.node_lost(format!("SIGKILL of n{} (leader)", leader + 1))
-        .await?;
-    run.infra.rabbits[leader].kill().await;
     run.idle(size.down).await;
     run.infra.rabbits[leader].start_again().await?;
     let leader_now = jobs_leader(run).await?;
@@ -441,6 +448,20 @@ async fn leader_kill(run: &mut Run<'_>, size: Size, publishing: bool) -> Result<
         leader + 1,
         leader_now + 1
     ));
+    if publishing {
+        wait_producer(run).await?;
+        let resent = run.producer_log_lines("publish failed; retrying");
+        match resent.first() {
+            None => run.failures.push(
+                "the producer re-sent nothing after its node died: no publish was caught".into(),
+            ),
+            Some(first) => run.say(&format!(
+                "the producer re-sent unconfirmed jobs {} times; the first: {}",
+                resent.len(),
+                first.split("WARN").last().unwrap_or(first).trim()
+            )),
+        }
+    }
     run.restarts = "1 node (kill)".into();
     Ok(())
 }
