@@ -72,7 +72,7 @@ fi
 # Compose's own loader, where the compose plugin is installed (it needs no engine).
 if docker compose version >/dev/null 2>&1; then
   run "docker compose config (all profiles)" \
-    docker compose --env-file .env.example --profile offline --profile tools config -q
+    docker compose --env-file .env.example --profile offline --profile tools --profile cluster config -q
 else
   echo "SKIP docker compose config (no docker compose plugin here)"
 fi

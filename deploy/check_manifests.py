@@ -71,14 +71,15 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 _VAR = re.compile(
     r"\$(?:(?P<escaped>\$)"
-    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}$]*))?\}"
     r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
 )
 
 
 def interpolate(text: str, env: dict[str, str], where: str) -> str:
     """Compose's variable interpolation ($$, $VAR, ${VAR}, ${VAR:-d}, ${VAR-d}, ${VAR:?e},
-    ${VAR?e}, ${VAR:+r}, ${VAR+r}); a missing required variable is an AssertionError."""
+    ${VAR?e}, ${VAR:+r}, ${VAR+r}), nested defaults included (${A:-x${B}y}), innermost
+    first; a missing required variable is an AssertionError."""
 
     def substitute(m: re.Match[str]) -> str:
         if m.group("escaped"):
@@ -98,7 +99,16 @@ def interpolate(text: str, env: dict[str, str], where: str) -> str:
             return arg if present else ""
         return value or ""
 
-    return _VAR.sub(substitute, text)
+    # `$$` is set aside first, so that the `$` it leaves is never read as a variable.
+    parts = text.split("$$")
+    for i, part in enumerate(parts):
+        while True:
+            done = _VAR.sub(substitute, part)
+            if done == part:
+                break
+            part = done
+        parts[i] = part
+    return "$".join(parts)
 
 
 def interpolate_tree(node: Any, env: dict[str, str], where: str = "$") -> Any:
@@ -235,10 +245,54 @@ def check_compose() -> str:
         db = envs["DATABASE_URL"]
         assert db.endswith("@postgres:5432/pokeq"), f"{name}: DATABASE_URL {db!r}"
         assert envs["POKEQ_PREFIX"] == "pokeq", f"{name}: POKEQ_PREFIX must match definitions.json"
+    check_compose_cluster(raw, env, services, configs, volumes)
     offline = dict(env, POKEAPI_URL="http://pokeapi-stub:8080/api/v2")
     url = interpolate_tree(raw, offline)["services"]["consumer"]["environment"]["POKEAPI_URL"]
     assert url == "http://pokeapi-stub:8080/api/v2", f"offline POKEAPI_URL is {url}"
     return f"{len(services)} services"
+
+
+def check_compose_cluster(raw: Any, env: dict[str, str], services: dict[str, Any],
+                          configs: dict[str, Any], volumes: dict[str, Any]) -> None:
+    """The `cluster` profile: three nodes that name each other as peers, share the cookie and a
+    vhost, and the services' AMQP_URL switched to them by POKEQ_AMQP_URL."""
+    nodes = sorted(n for n, s in services.items() if "cluster" in s.get("profiles", []))
+    assert nodes == ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"], f"cluster nodes: {nodes}"
+    conf = (ROOT / configs["rabbitmq-cluster-conf"]["file"]).read_text()
+    assert re.search(r"^cluster_formation.peer_discovery_backend = classic_config\s*$", conf, re.M), "cluster.conf: backend"
+    peers = re.findall(r"^cluster_formation.classic_config.nodes.\d+ = rabbit@(\S+)\s*$", conf, re.M)
+    assert peers == nodes, f"cluster.conf: peers {peers}, services {nodes}"
+    cookie = configs["rabbitmq-erlang-cookie"]["content"]
+    assert cookie == env["RABBITMQ_ERLANG_COOKIE"], "the cookie comes from RABBITMQ_ERLANG_COOKIE"
+    users = json.loads(configs["rabbitmq-cluster-users"]["content"])
+    assert [v["name"] for v in users["vhosts"]] == ["pokeq"], "cluster users: vhost"
+    assert [u["name"] for u in users["users"]] == [env["RABBITMQ_USER"]], "cluster users: name"
+    for name in nodes:
+        s = services[name]
+        assert s["hostname"] == name, f"{name}: hostname (the node is rabbit@<hostname>)"
+        assert "healthcheck" in s, f"{name}: no healthcheck"
+        targets = {ref["target"]: ref["source"] for ref in s["configs"]}
+        assert targets.get("/etc/rabbitmq/conf.d/40-cluster.conf") == "rabbitmq-cluster-conf", f"{name}: cluster.conf"
+        assert targets.get("/etc/rabbitmq/definitions.d/20-users.json") == "rabbitmq-cluster-users", f"{name}: users"
+        cookie_at = next(t for t, src in targets.items() if src == "rabbitmq-erlang-cookie")
+        assert cookie_at in " ".join(s["entrypoint"]), f"{name}: the entrypoint does not install the cookie"
+        data = [v for v in s["volumes"] if v.endswith(":/var/lib/rabbitmq")]
+        assert len(data) == 1 and data[0].split(":")[0] in volumes, f"{name}: own data volume"
+        for dependant in ("producer", "consumer"):
+            dep = services[dependant]["depends_on"][name]
+            assert dep == {"condition": "service_healthy", "required": False}, f"{dependant} on {name}: {dep}"
+    datas = {services[n]["volumes"][0] for n in nodes}
+    assert len(datas) == len(nodes), "cluster nodes share a data volume"
+    # The commented example in .env.example, uncommented: every service on the three nodes.
+    example = (ROOT / ".env.example").read_text()
+    m = re.search(r"^# POKEQ_AMQP_URL=(\S+)$", example, re.M)
+    assert m, ".env.example: no POKEQ_AMQP_URL example"
+    urls = m.group(1).split(",")
+    hosts = [re.fullmatch(r"amqp://[^:@/]+:[^@/]+@([^:/]+):5672/pokeq", u) for u in urls]
+    assert all(hosts) and [h.group(1) for h in hosts if h] == nodes, f".env.example POKEQ_AMQP_URL: {urls}"
+    switched = interpolate_tree(raw, dict(env, POKEQ_AMQP_URL=m.group(1)))["services"]
+    for name in ("producer", "consumer", "pokeq"):
+        assert switched[name]["environment"]["AMQP_URL"] == m.group(1), f"{name}: AMQP_URL not switched"
 
 
 # ------------------------------------------------------------------------------ kubernetes
@@ -413,6 +467,63 @@ def check_k8s_references(k: dict[str, Any], docs: list[dict[str, Any]]) -> str:
     return f"{len(docs)} objects"
 
 
+def check_k8s_rabbitmq_cluster(docs: list[dict[str, Any]]) -> str:
+    """deploy/k8s/rabbitmq-cluster: the base plus a RabbitmqCluster of three, and patches that
+    point the consumer and the producer at its Service with the operator's default user."""
+    import copy
+
+    import kubernetes_validate
+
+    here = K8S / "rabbitmq-cluster"
+    k = yaml.safe_load((here / "kustomization.yaml").read_text())
+    assert k.get("kind") == "Kustomization", "rabbitmq-cluster: kind"
+    assert set(k) <= {"apiVersion", "kind", "resources", "patches"}, f"rabbitmq-cluster: keys {sorted(k)}"
+    assert k["resources"] == ["../", "rabbitmqcluster.yaml"], f"rabbitmq-cluster: resources {k['resources']}"
+    patches = [p["path"] for p in k["patches"]]
+    listed = {p.name for p in here.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == set(k["resources"][1:] + patches), f"rabbitmq-cluster: files not listed {sorted(listed)}"
+    ns = yaml.safe_load((K8S / "kustomization.yaml").read_text())["namespace"]
+
+    (cluster,) = load_yaml_docs(here / "rabbitmqcluster.yaml")
+    assert cluster["apiVersion"] == "rabbitmq.com/v1beta1" and cluster["kind"] == "RabbitmqCluster", "RabbitmqCluster kind"
+    assert cluster["spec"]["replicas"] == 3, "RabbitmqCluster: three replicas"
+    name = cluster["metadata"]["name"]
+    known = {"replicas", "image", "resources", "persistence", "rabbitmq", "affinity", "service", "tls", "override", "tolerations", "imagePullSecrets", "terminationGracePeriodSeconds", "skipPostDeploySteps", "delayStartSeconds", "secretBackend"}
+    assert set(cluster["spec"]) <= known, f"RabbitmqCluster: fields not in its CRD {sorted(set(cluster['spec']) - known)}"
+    expected_url = f"amqp://$(RABBITMQ_USER):$(RABBITMQ_PASS)@{name}.{ns}.svc:5672/%2f"
+
+    built = copy.deepcopy(docs)
+    by_key = {(d["kind"], d["metadata"]["name"]): d for d in built}
+    patched = []
+    for path in patches:
+        (patch,) = load_yaml_docs(here / path)
+        key = (patch["kind"], patch["metadata"]["name"])
+        assert key in by_key, f"{path}: patches {key}, which the base does not have"
+        target = by_key[key]
+        for pc in containers(patch):
+            (tc,) = [c for c in containers(target) if c["name"] == pc["name"]]
+            env = {e["name"]: e for e in pc["env"]}
+            names = [e["name"] for e in pc["env"]]
+            assert names.index("AMQP_URL") > max(names.index("RABBITMQ_USER"), names.index("RABBITMQ_PASS")), (
+                f"{path}: $(VAR) refers only to variables defined before it"
+            )
+            assert env["AMQP_URL"]["value"] == expected_url, f"{path}: AMQP_URL {env['AMQP_URL']['value']}"
+            for var, field in (("RABBITMQ_USER", "username"), ("RABBITMQ_PASS", "password")):
+                ref = env[var]["valueFrom"]["secretKeyRef"]
+                assert ref == {"name": f"{name}-default-user", "key": field}, f"{path}: {var} from {ref}"
+            tc["env"] = [e for e in tc.get("env", []) if e["name"] not in env] + pc["env"]
+        patched.append(target)
+    assert {d["kind"] for d in patched} == {"Deployment", "CronJob"}, "the consumer and the producer are patched"
+    for version in K8S_VERSIONS:
+        v = kubernetes_validate.latest_version() if version == "latest" else version
+        for d in patched:
+            try:
+                kubernetes_validate.validate(d, v, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                raise AssertionError(f"patched {d['kind']}/{d['metadata']['name']} against {v}: {e.message}")
+    return f"RabbitmqCluster {name} x3, {len(patched)} workloads on {name}.{ns}.svc"
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -430,6 +541,7 @@ def main() -> int:
         report("k8s core objects vs Kubernetes schemas (strict)", lambda: check_k8s_schemas(built["docs"]))
         report("k8s KEDA objects vs KEDA CRD models", lambda: check_keda_schemas(built["docs"]))
         report("k8s references and hardening", lambda: check_k8s_references(built["k"], built["docs"]))
+        report("k8s rabbitmq-cluster overlay", lambda: check_k8s_rabbitmq_cluster(built["docs"]))
     return 1 if failures else 0
 
 

@@ -91,6 +91,8 @@ struct Cli {
     /// Do not run `cargo build` for the binaries first.
     #[arg(long)]
     no_build: bool,
+    /// RabbitMQ URL, or the comma-separated URLs of a cluster's nodes (given to the binaries
+    /// as AMQP_URL).
     #[arg(
         long,
         env = "BENCH_AMQP_URL",

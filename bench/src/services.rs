@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
 
@@ -114,13 +114,9 @@ pub struct QueueDepth {
 
 impl QueueProbe {
     pub async fn connect(amqp_url: &str, queue: String) -> anyhow::Result<Self> {
-        let connection = tokio::time::timeout(
-            TIMEOUT,
-            Connection::connect(amqp_url, ConnectionProperties::default()),
-        )
-        .await
-        .context("RabbitMQ connect timed out")?
-        .context("cannot connect to RabbitMQ")?;
+        let connection = pokeq_shared::broker::connect_once(amqp_url, "pokeq-bench", None)
+            .await
+            .context("cannot connect to RabbitMQ")?;
         Ok(Self {
             connection,
             channel: None,

@@ -120,6 +120,8 @@ fn kill_group(pgid: u32, signal: i32) {
 /// environment controls it and nothing else.
 pub struct Rabbit {
     dir: PathBuf,
+    /// Its `HOME`, where its Erlang cookie is: the nodes of a cluster share one.
+    home: PathBuf,
     pub node: String,
     pub port: u16,
     pub dist_port: u16,
@@ -131,10 +133,20 @@ pub struct Rabbit {
 
 impl Rabbit {
     pub async fn start(root: &Path) -> Result<Self> {
+        let node = format!("chaos-{:06x}@localhost", rand::random::<u32>() & 0xff_ffff);
         let dir = root.join("rabbitmq");
-        for sub in ["home", "mnesia", "log"] {
+        let mut rabbit = Self::launch_new(&dir, node, dir.join("home"))?;
+        rabbit.wait_ready(Duration::from_secs(90)).await?;
+        Ok(rabbit)
+    }
+
+    /// A node named `node` in `dir`, with `home` as its `HOME`, launched but not yet waited for.
+    pub fn launch_new(dir: &Path, node: String, home: PathBuf) -> Result<Self> {
+        let dir = dir.to_path_buf();
+        for sub in ["mnesia", "log"] {
             fs::create_dir_all(dir.join(sub))?;
         }
+        fs::create_dir_all(&home)?;
         let port = spare_port()?;
         let dist_port = spare_port()?;
         fs::write(
@@ -152,16 +164,16 @@ impl Rabbit {
             .find(|d| d.join("rabbitmq-server").is_file())
             .unwrap_or_default();
         let mut rabbit = Self {
-            node: format!("chaos-{:06x}@localhost", rand::random::<u32>() & 0xff_ffff),
+            node,
             log: dir.join("server.log"),
             dir,
+            home,
             port,
             dist_port,
             scripts,
             child: None,
         };
         rabbit.launch()?;
-        rabbit.wait_ready(Duration::from_secs(90)).await?;
         Ok(rabbit)
     }
 
@@ -175,7 +187,7 @@ impl Rabbit {
         let path = |name: &str| dir.join(name).into_os_string();
         command
             .current_dir(dir)
-            .env("HOME", path("home"))
+            .env("HOME", &self.home)
             .env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
@@ -284,6 +296,50 @@ impl Rabbit {
             kill_group(pid, libc::SIGKILL);
         }
         Ok(())
+    }
+
+    /// Runs `rabbitmqctl -n <this node> <args>` to completion, its output appended to the
+    /// node's `rabbitmqctl.log`.
+    pub async fn ctl(&self, args: &[&str]) -> Result<()> {
+        let mut ctl = self.command("rabbitmqctl");
+        ctl.args(["-n", &self.node]).args(args);
+        let what = format!("rabbitmqctl {}", args.join(" "));
+        run_logged(ctl, &self.dir.join("rabbitmqctl.log"), &what).await
+    }
+
+    /// What `program` (`rabbitmqctl`, `rabbitmq-queues`) prints for `args` against this node.
+    pub async fn query(&self, program: &str, args: &[&str]) -> Result<String> {
+        let mut command = self.command(program);
+        command.args(["-n", &self.node]).args(args);
+        command.stdin(Stdio::null()).process_group(0);
+        let output = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::from(command).output(),
+        )
+        .await
+        .with_context(|| format!("{program} {}: no answer within 60 s", args.join(" ")))?
+        .with_context(|| format!("cannot run {program}"))?;
+        if !output.status.success() {
+            bail!(
+                "{program} {} failed ({}): {}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// A crash: SIGKILL to the node's whole process group, no goodbye to anyone.
+    pub async fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
+            kill_group(pid, libc::SIGKILL);
+        }
+        let _ = child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     }
 
     /// Starts the node again (same data, ports and name) and waits until it takes connections.

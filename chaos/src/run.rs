@@ -16,13 +16,21 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::counter::Counter;
 use crate::infra::{Postgres, Rabbit, spare_port, tail};
+
+/// A broker node lost mid-run, at the database's clock, for the recovery figures.
+pub struct Loss {
+    pub what: String,
+    /// `clock_timestamp()` of the scenario's database just before the node went, in seconds.
+    pub at: f64,
+}
 use crate::proc::{Bins, Proc, describe};
 
 /// The services and settings every scenario shares.
 pub struct Infra {
     pub bins: Bins,
     pub root: PathBuf,
-    pub rabbit: Rabbit,
+    /// One node, or the nodes of a cluster (`--cluster`).
+    pub rabbits: Vec<Rabbit>,
     pub pg: Postgres,
     pub http: reqwest::Client,
     pub seed: u64,
@@ -36,10 +44,17 @@ impl Infra {
         if !self.pg.running() {
             self.pg.start_again().await?;
         }
-        if !self.rabbit.running() {
-            self.rabbit.start_again().await?;
+        for rabbit in &mut self.rabbits {
+            if !rabbit.running() {
+                rabbit.start_again().await?;
+            }
         }
         Ok(())
+    }
+
+    /// `AMQP_URL` of the broker: its node's URL, or every node's, comma-separated.
+    pub fn amqp_url(&self) -> String {
+        crate::cluster::url(&self.rabbits)
     }
 }
 
@@ -93,6 +108,9 @@ pub struct Report {
     pub failures: Vec<String>,
     /// The ends of the relevant logs, when the scenario failed.
     pub logs: String,
+    /// Per node lost: from the loss to the first commit after it, and the longest pause in
+    /// commits after it.
+    pub recoveries: Vec<String>,
 }
 
 impl Report {
@@ -127,6 +145,7 @@ impl Report {
             wall: started.elapsed(),
             failures: vec![format!("setup: {error:#}")],
             logs: String::new(),
+            recoveries: Vec::new(),
         }
     }
 }
@@ -158,8 +177,11 @@ pub struct Run<'a> {
     pub infra_logs: Vec<PathBuf>,
     pub counts: Counts,
     pub db_up: bool,
+    /// Broker nodes lost mid-run.
+    pub losses: Vec<Loss>,
     last_progress: Instant,
     last_scrape: Instant,
+    recoveries: Vec<String>,
 }
 
 /// Counts every write to `pokemon`, so that each row can be shown written exactly once.
@@ -255,8 +277,10 @@ impl<'a> Run<'a> {
             infra_logs: Vec::new(),
             counts: Counts::default(),
             db_up: true,
+            losses: Vec::new(),
             last_progress: Instant::now(),
             last_scrape: Instant::now(),
+            recoveries: Vec::new(),
         };
         run.wait_stub().await?;
         run.say(&format!(
@@ -296,6 +320,98 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// The jobs queue of this scenario.
+    pub fn jobs_queue(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+
+    /// Records that a broker node is about to go (`what`), at the database's clock.
+    pub async fn node_lost(&mut self, what: String) -> Result<()> {
+        let at: f64 = connect(&self.db_url)
+            .await?
+            .query_one("select extract(epoch from clock_timestamp())::float8", &[])
+            .await?
+            .get(0);
+        self.losses.push(Loss { what, at });
+        Ok(())
+    }
+
+    /// Waits until some item is `pending`: listed by the producer, its job not yet confirmed
+    /// (the window of a page's publishes and confirms), polling one connection as fast as it
+    /// answers. Returns the database's clock then, in seconds.
+    pub async fn wait_publishing(&mut self) -> Result<f64> {
+        let client = connect(&self.db_url).await?;
+        let deadline = Instant::now() + self.infra.timeout;
+        loop {
+            let row = client
+                .query_one(
+                    "select exists(select 1 from ingest_items where status = 'pending'),
+                            extract(epoch from clock_timestamp())::float8",
+                    &[],
+                )
+                .await?;
+            if row.get::<_, bool>(0) {
+                return Ok(row.get(1));
+            }
+            if Instant::now() > deadline || !self.producer_running() {
+                bail!("the producer had no job unconfirmed to catch");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Lines of the producer's log that contain `text`.
+    pub fn producer_log_lines(&self, text: &str) -> Vec<String> {
+        self.producer
+            .as_ref()
+            .and_then(|producer| std::fs::read_to_string(&producer.stderr).ok())
+            .map(|log| {
+                log.lines()
+                    .filter(|line| line.contains(text))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// For each node lost: seconds from the loss to the first write of a `pokemon` row after
+    /// it, and the longest pause between writes in the minute after it (the loss included as
+    /// the first point). Fails the scenario for a loss no write followed.
+    pub async fn measure_recoveries(&mut self) -> Result<()> {
+        let client = connect(&self.db_url).await?;
+        for loss in &self.losses {
+            let rows = client
+                .query(
+                    "select extract(epoch from at)::float8 from pokemon_writes
+                     where at > to_timestamp($1) and at <= to_timestamp($1) + interval '60 s'
+                     order by at",
+                    &[&loss.at],
+                )
+                .await?;
+            let times: Vec<f64> = rows.iter().map(|row| row.get(0)).collect();
+            let Some(first) = times.first() else {
+                self.failures.push(format!(
+                    "{}: no item was stored in the minute after it",
+                    loss.what
+                ));
+                continue;
+            };
+            let mut longest = first - loss.at;
+            for pair in times.windows(2) {
+                longest = longest.max(pair[1] - pair[0]);
+            }
+            let line = format!(
+                "{}: first commit after {:.2}s, longest pause {:.2}s",
+                loss.what,
+                first - loss.at,
+                longest
+            );
+            self.say(&line);
+            self.recoveries.push(line);
+        }
+        Ok(())
+    }
+
     pub fn say(&self, message: &str) {
         println!(
             "[{:<14} {:>6.1}s] {message}",
@@ -306,7 +422,7 @@ impl<'a> Run<'a> {
 
     fn env(&self, metrics: String) -> Vec<(&'static str, String)> {
         vec![
-            ("AMQP_URL", self.infra.rabbit.url()),
+            ("AMQP_URL", self.infra.amqp_url()),
             ("DATABASE_URL", self.db_url.clone()),
             ("POKEAPI_URL", self.api_url.clone()),
             ("POKEQ_PREFIX", self.prefix.clone()),
@@ -625,8 +741,7 @@ impl<'a> Run<'a> {
     /// `None` for a queue that does not exist.
     pub async fn depths(&self) -> Result<Vec<(String, Option<u32>)>> {
         let connection =
-            pokeq_shared::broker::connect_once(&self.infra.rabbit.url(), "chaos-check", None)
-                .await?;
+            pokeq_shared::broker::connect_once(&self.infra.amqp_url(), "chaos-check", None).await?;
         let mut depths = Vec::new();
         for queue in self.queues()? {
             let channel = connection.create_channel().await?;
@@ -901,6 +1016,7 @@ impl<'a> Run<'a> {
             wall: self.started.elapsed(),
             failures: self.failures.clone(),
             logs: String::new(),
+            recoveries: self.recoveries.clone(),
         };
         if !report.passed() {
             report.logs = self.logs();

@@ -1,4 +1,4 @@
-//! The five scenarios. Each gets a fresh database and queue prefix, starts its own stub,
+//! The five single-node scenarios and the four cluster ones. Each gets a fresh database and queue prefix, starts its own stub,
 //! producer and consumers, lands its fault mid-run (triggered on progress, not on time), and
 //! leaves the final wait and checks to [`Run::settle`] and [`Run::verify`].
 
@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::run::{Infra, Report, Run, Spec};
+use crate::cluster;
+use crate::run::{Infra, Loss, Report, Run, Spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -16,6 +17,10 @@ pub enum Scenario {
     ConsumerKill,
     ApiFaults,
     Sigterm,
+    LeaderKill,
+    LeaderKillPublishing,
+    NodeRestart,
+    RollingRestart,
 }
 
 impl Scenario {
@@ -27,6 +32,19 @@ impl Scenario {
         Scenario::Sigterm,
     ];
 
+    /// The cluster mode's scenarios, numbered 6 to 9 after [`Scenario::ALL`].
+    pub const CLUSTER: [Scenario; 4] = [
+        Scenario::LeaderKill,
+        Scenario::LeaderKillPublishing,
+        Scenario::NodeRestart,
+        Scenario::RollingRestart,
+    ];
+
+    /// Whether it runs against the three-node cluster.
+    pub fn clustered(self) -> bool {
+        Scenario::CLUSTER.contains(&self)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Scenario::BrokerRestart => "broker-restart",
@@ -34,20 +52,24 @@ impl Scenario {
             Scenario::ConsumerKill => "consumer-kill",
             Scenario::ApiFaults => "api-faults",
             Scenario::Sigterm => "sigterm",
+            Scenario::LeaderKill => "leader-kill",
+            Scenario::LeaderKillPublishing => "leader-kill-publishing",
+            Scenario::NodeRestart => "node-restart",
+            Scenario::RollingRestart => "rolling-restart",
         }
     }
 
-    /// A name or its number (1 to 5).
+    /// A name or its number (1 to 9).
     pub fn parse(text: &str) -> Result<Self, String> {
-        Scenario::ALL
-            .iter()
+        let every = || Scenario::ALL.iter().chain(&Scenario::CLUSTER);
+        every()
             .enumerate()
             .find(|(i, s)| s.name() == text || (i + 1).to_string() == text)
             .map(|(_, s)| *s)
             .ok_or_else(|| {
-                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                let names: Vec<&str> = every().map(|s| s.name()).collect();
                 format!(
-                    "unknown scenario {text:?}: one of {} (or 1-5)",
+                    "unknown scenario {text:?}: one of {} (or 1-9)",
                     names.join(", ")
                 )
             })
@@ -86,17 +108,23 @@ fn consumer_args(prefetch: u16) -> Vec<String> {
 }
 
 fn spec(scenario: Scenario, size: Size) -> Spec {
-    let (latency, fault_rate) = match scenario {
-        Scenario::BrokerRestart | Scenario::DbRestart => (100, 0.0),
-        Scenario::ConsumerKill | Scenario::Sigterm => (300, 0.0),
-        Scenario::ApiFaults => (20, 0.1),
+    // The cluster scenarios go slower (fewer jobs in hand, slower answers), so that node
+    // restarts, a few seconds each, land while the work goes on: 4 consumers x prefetch / latency
+    // items a second.
+    let (latency, fault_rate, prefetch) = match scenario {
+        Scenario::BrokerRestart | Scenario::DbRestart => (100, 0.0, 16),
+        Scenario::ConsumerKill | Scenario::Sigterm => (300, 0.0, 16),
+        Scenario::ApiFaults => (20, 0.1, 16),
+        Scenario::LeaderKill | Scenario::LeaderKillPublishing => (200, 0.0, 8),
+        Scenario::NodeRestart => (300, 0.0, 8),
+        Scenario::RollingRestart => (400, 0.0, 4),
     };
     Spec {
         count: size.count,
         latency: Duration::from_millis(latency),
         fault_rate,
         retry_delays: RETRY_DELAYS,
-        consumer_args: consumer_args(16),
+        consumer_args: consumer_args(prefetch),
     }
 }
 
@@ -118,11 +146,18 @@ pub async fn run(infra: &mut Infra, scenario: Scenario, size: Size) -> Report {
         Scenario::ConsumerKill => consumer_kill(&mut run).await,
         Scenario::ApiFaults => api_faults(&mut run).await,
         Scenario::Sigterm => sigterm(&mut run).await,
+        Scenario::LeaderKill => leader_kill(&mut run, size, false).await,
+        Scenario::LeaderKillPublishing => leader_kill(&mut run, size, true).await,
+        Scenario::NodeRestart => node_restart(&mut run, size).await,
+        Scenario::RollingRestart => rolling_restart(&mut run, size).await,
     };
     match body {
         Ok(()) => {
             if let Err(error) = run.settle().await {
                 run.failures.push(format!("{error:#}"));
+            }
+            if let Err(error) = run.measure_recoveries().await {
+                run.failures.push(format!("recovery times: {error:#}"));
             }
             if let Err(error) = run.verify().await {
                 run.failures.push(format!("verification: {error:#}"));
@@ -181,7 +216,7 @@ async fn wait_producer(run: &mut Run<'_>) -> Result<()> {
 /// 1. RabbitMQ stopped (`rabbitmqctl stop`, the node process exits) while the producer is still
 ///    publishing and the consumers are busy, then started again.
 async fn broker_restart(run: &mut Run<'_>, size: Size) -> Result<()> {
-    run.infra_logs.push(run.infra.rabbit.log.clone());
+    run.infra_logs.push(run.infra.rabbits[0].log.clone());
     start_consumers(run, 3, GRACE).await?;
     // Small pages one at a time: the producer is still publishing when the broker goes.
     run.spawn_producer(&["--page-size", "25", "--concurrency", "1"])?;
@@ -202,13 +237,13 @@ async fn broker_restart(run: &mut Run<'_>, size: Size) -> Result<()> {
         "stopping RabbitMQ ({done}/{n} done, producer {})",
         if publishing { "publishing" } else { "finished" }
     ));
-    run.infra.rabbit.stop().await?;
+    run.infra.rabbits[0].stop().await?;
     run.say(&format!(
         "RabbitMQ down; starting it again in {:?}",
         size.down
     ));
     run.idle(size.down).await;
-    run.infra.rabbit.start_again().await?;
+    run.infra.rabbits[0].start_again().await?;
     run.restarts = "1 broker".into();
     run.say("RabbitMQ is back");
     Ok(())
@@ -317,5 +352,211 @@ async fn sigterm(run: &mut Run<'_>) -> Result<()> {
         replaced += 3;
     }
     run.restarts = format!("{replaced} consumers");
+    Ok(())
+}
+
+/// Consumers this many, spread over the nodes by their own shuffled order of `AMQP_URL`.
+const CLUSTER_CONSUMERS: usize = 4;
+
+/// Where the clients named `name` are connected, as `n1:2 n2:1 n3:1`, and the counts.
+async fn spread(run: &Run<'_>, name: &str) -> Result<(String, Vec<usize>)> {
+    let counts = cluster::connections(&run.infra.rabbits, name).await?;
+    let text = counts
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("n{}:{n}", i + 1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok((text, counts))
+}
+
+/// The jobs queue's leader, checking that it is replicated on every node.
+async fn jobs_leader(run: &mut Run<'_>) -> Result<usize> {
+    let (leader, members) = cluster::leader(&run.infra.rabbits, &run.jobs_queue()).await?;
+    if members != cluster::NODES {
+        run.failures.push(format!(
+            "the jobs queue has {members} members, expected one on each of the {} nodes",
+            cluster::NODES
+        ));
+    }
+    Ok(leader)
+}
+
+/// 6, 7. The node leading the quorum jobs queue SIGKILLed at 30%, started again after the
+///    outage. With `publishing`, the producer is still publishing, on that very node: it
+///    starts alone, so its declaration places the queue's leader on its own node (RabbitMQ's
+///    `client-local` default), and its unconfirmed publishes die with the node.
+async fn leader_kill(run: &mut Run<'_>, size: Size, publishing: bool) -> Result<()> {
+    for rabbit in &run.infra.rabbits {
+        run.infra_logs.push(rabbit.log.clone());
+    }
+    let n = run.n;
+    if publishing {
+        run.spawn_producer(&["--page-size", "25", "--concurrency", "1"])?;
+        run.wait_for("the first jobs confirmed", |c| c.queued + c.done > 0)
+            .await?;
+        start_consumers(run, CLUSTER_CONSUMERS, GRACE).await?;
+        run.wait_for("30% of the jobs confirmed", |c| {
+            c.queued + c.done >= fraction(n, 30)
+        })
+        .await?;
+    } else {
+        start_consumers(run, CLUSTER_CONSUMERS, GRACE).await?;
+        run.spawn_producer(&[])?;
+        wait_producer(run).await?;
+        run.wait_for("30% done", |c| c.done >= fraction(n, 30))
+            .await?;
+    }
+    let leader = jobs_leader(run).await?;
+    let (consumers, _) = spread(run, "pokeq-consumer").await?;
+    let (producer, producer_on) = spread(run, "pokeq-producer").await?;
+    let done = run.check_mid_run("the leader's death");
+    if publishing {
+        if !run.producer_running() {
+            run.failures.push(
+                "the producer finished before the node died: the scenario did not test it".into(),
+            );
+        } else if producer_on.get(leader).copied().unwrap_or(0) == 0 {
+            run.failures.push(format!(
+                "the producer is not connected to the leader's node n{} ({producer}): its \
+                 publishes did not die with it",
+                leader + 1
+            ));
+        }
+    }
+    let node = run.infra.rabbits[leader].node.clone();
+    let what = format!("SIGKILL of n{} (leader)", leader + 1);
+    if publishing {
+        // Right while a page's jobs are unconfirmed, so that their confirms die with the node.
+        let at = run.wait_publishing().await?;
+        run.infra.rabbits[leader].kill().await;
+        run.losses.push(Loss { what, at });
+    } else {
+        run.node_lost(what).await?;
+        run.infra.rabbits[leader].kill().await;
+    }
+    run.say(&format!(
+        "SIGKILLed n{} {node}, the jobs queue's leader ({done}/{n} done before; consumers \
+         {consumers}; producer {producer})",
+        leader + 1
+    ));
+    run.idle(size.down).await;
+    run.infra.rabbits[leader].start_again().await?;
+    let leader_now = jobs_leader(run).await?;
+    run.say(&format!(
+        "n{} is back; the jobs queue's leader is n{}",
+        leader + 1,
+        leader_now + 1
+    ));
+    if publishing {
+        wait_producer(run).await?;
+        let resent = run.producer_log_lines("publish failed; retrying");
+        match resent.first() {
+            None => run.failures.push(
+                "the producer re-sent nothing after its node died: no publish was caught".into(),
+            ),
+            Some(first) => run.say(&format!(
+                "the producer re-sent unconfirmed jobs {} times; the first: {}",
+                resent.len(),
+                first.split("WARN").last().unwrap_or(first).trim()
+            )),
+        }
+    }
+    run.restarts = "1 node (kill)".into();
+    Ok(())
+}
+
+/// 8. The node with the most consumers stopped (`rabbitmqctl stop`) at 30% done, started
+///    again after the outage.
+async fn node_restart(run: &mut Run<'_>, size: Size) -> Result<()> {
+    for rabbit in &run.infra.rabbits {
+        run.infra_logs.push(rabbit.log.clone());
+    }
+    let n = run.n;
+    start_consumers(run, CLUSTER_CONSUMERS, GRACE).await?;
+    run.spawn_producer(&[])?;
+    wait_producer(run).await?;
+    run.wait_for("30% done", |c| c.done >= fraction(n, 30))
+        .await?;
+    let leader = jobs_leader(run).await?;
+    let (consumers, counts) = spread(run, "pokeq-consumer").await?;
+    let Some((target, _)) = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .max_by_key(|(i, n)| (**n, usize::from(*i != leader)))
+    else {
+        bail!("no consumer is connected to any node ({consumers})");
+    };
+    let done = run.check_mid_run("the node stop");
+    run.say(&format!(
+        "stopping n{} ({done}/{n} done; consumers {consumers}; leader n{})",
+        target + 1,
+        leader + 1
+    ));
+    run.node_lost(format!(
+        "stop of n{} ({} consumers{})",
+        target + 1,
+        counts[target],
+        if target == leader { ", leader" } else { "" }
+    ))
+    .await?;
+    run.infra.rabbits[target].stop().await?;
+    run.idle(size.down).await;
+    run.infra.rabbits[target].start_again().await?;
+    let (consumers, _) = spread(run, "pokeq-consumer").await?;
+    run.say(&format!("n{} is back; consumers {consumers}", target + 1));
+    run.restarts = "1 node (stop)".into();
+    Ok(())
+}
+
+/// 9. Every node stopped and started again, one after the other, from 15% done: each only
+///    once no quorum queue needs it for its majority (`rabbitmq-queues
+///    check_if_node_is_quorum_critical`), as an operator's rolling restart does.
+async fn rolling_restart(run: &mut Run<'_>, size: Size) -> Result<()> {
+    for rabbit in &run.infra.rabbits {
+        run.infra_logs.push(rabbit.log.clone());
+    }
+    let n = run.n;
+    start_consumers(run, CLUSTER_CONSUMERS, GRACE).await?;
+    run.spawn_producer(&[])?;
+    wait_producer(run).await?;
+    run.wait_for("15% done", |c| c.done >= fraction(n, 15))
+        .await?;
+    for target in 0..run.infra.rabbits.len() {
+        let deadline = Instant::now() + run.infra.timeout;
+        loop {
+            let check = run.infra.rabbits[target]
+                .query("rabbitmq-queues", &["check_if_node_is_quorum_critical"])
+                .await;
+            if check.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("n{} stayed quorum-critical: {check:?}", target + 1);
+            }
+            run.idle(Duration::from_millis(500)).await;
+        }
+        let leader = jobs_leader(run).await?;
+        let (consumers, counts) = spread(run, "pokeq-consumer").await?;
+        let done = run.check_mid_run(&format!("the restart of n{}", target + 1));
+        run.say(&format!(
+            "stopping n{} ({done}/{n} done; consumers {consumers}; leader n{})",
+            target + 1,
+            leader + 1
+        ));
+        run.node_lost(format!(
+            "stop of n{} ({} consumers{})",
+            target + 1,
+            counts[target],
+            if target == leader { ", leader" } else { "" }
+        ))
+        .await?;
+        run.infra.rabbits[target].stop().await?;
+        run.idle(size.down).await;
+        run.infra.rabbits[target].start_again().await?;
+        run.say(&format!("n{} is back", target + 1));
+    }
+    run.restarts = format!("{} nodes (stop)", run.infra.rabbits.len());
     Ok(())
 }

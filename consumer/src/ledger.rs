@@ -24,13 +24,14 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, Connection};
+use pokeq_shared::exit;
 use pokeq_shared::job::{self, ErrorKind, Job};
 use pokeq_shared::metrics::{self, Health};
 use pokeq_shared::retry;
 use pokeq_shared::shutdown::CancellationToken;
 use pokeq_shared::store::Store;
-use pokeq_shared::topology::DELIVERY_LIMIT;
+use pokeq_shared::topology::{DELIVERY_LIMIT, Topology};
 
 /// Letters held at once: they are rare and cost one statement each.
 pub const PREFETCH: u16 = 16;
@@ -84,6 +85,54 @@ impl Entry {
             kind,
             attempts: job::attempts(properties),
             reason,
+        }
+    }
+}
+
+/// Reads the ledger for as long as `connection` lives: declares the topology, consumes the
+/// ledger queue on a channel of its own, and when that ends otherwise than by `shutdown` (the
+/// queue's cluster node went down and the broker cancelled the consumer, someone deleted the
+/// queue), declares and consumes again after a wait ([`retry::LEDGER_RESUBSCRIBE`]). A ledger
+/// that cannot be read does not stop the jobs: its letters wait in the queue. Returns an error
+/// only when the connection is gone or the broker refuses a declaration.
+pub async fn keep_consuming(
+    connection: &Connection,
+    topology: &Topology,
+    store: &Store,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut waits = retry::LEDGER_RESUBSCRIBE.waits();
+    loop {
+        let attempt = async {
+            let skipped = topology.declare_on(connection).await?;
+            if skipped.contains(&topology.ledger()) {
+                anyhow::bail!("the ledger queue's node is down");
+            }
+            let channel = connection.create_channel().await?;
+            let consumed = consume(&channel, &topology.ledger(), store, health, shutdown).await;
+            pokeq_shared::broker::close_channel(&channel).await;
+            consumed
+        };
+        let error = match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        if !connection.status().connected() || exit::misconfiguration(&error).is_some() {
+            return Err(error);
+        }
+        let wait = waits.next().unwrap_or(retry::LEDGER_RESUBSCRIBE.longest);
+        tracing::warn!(
+            error = exit::describe(&error),
+            ?wait,
+            "cannot read the dead-letter ledger; the jobs go on, the ledger is tried again"
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -334,11 +334,13 @@ impl Session {
         config: &Config,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let publish = broker::confirm_channel(connection).await?;
+        // On a cluster, a dead-letter or wait queue on a node that is down is skipped: the
+        // jobs do not wait for it (the ledger below tries it again on its own).
         self.topology
-            .declare(&publish)
+            .declare_on(connection)
             .await
             .context("cannot declare the RabbitMQ topology")?;
+        let publish = broker::confirm_channel(connection).await?;
         let channel = connection.create_channel().await?;
         channel
             .basic_qos(config.prefetch, BasicQosOptions::default())
@@ -354,11 +356,9 @@ impl Session {
         self.health.set_broker(true);
         tracing::info!(queue = %self.topology.jobs(), prefetch = config.prefetch, "consuming");
 
-        let ledger_channel = connection.create_channel().await?;
-        let ledger_queue = self.topology.ledger();
-        let ledger = ledger::consume(
-            &ledger_channel,
-            &ledger_queue,
+        let ledger = ledger::keep_consuming(
+            connection,
+            &self.topology,
             &self.handler.store,
             &self.health,
             shutdown,
@@ -368,7 +368,7 @@ impl Session {
             handler: Arc::clone(&self.handler),
             connection,
             publish: publish.clone(),
-            topology: self.topology,
+            topology: self.topology.clone(),
             acker,
         };
         let mut broken = None;
@@ -419,7 +419,6 @@ impl Session {
         // connection does.
         drop(worker);
         let _ = tokio::time::timeout(Duration::from_secs(5), acking).await;
-        broker::close_channel(&ledger_channel).await;
         broker::close_channel(&channel).await;
         broker::close_channel(&publish).await;
         if shutdown.is_cancelled() {

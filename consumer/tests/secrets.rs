@@ -400,6 +400,30 @@ async fn help_and_bad_settings_never_print_a_password() {
             shows: "AMQP_URL".into(),
         },
         Setting {
+            what: "an AMQP_URL list with an empty node",
+            args: vec![],
+            set: Some((
+                "AMQP_URL",
+                format!(
+                    "amqp://{user}:{amqp_pw}@127.0.0.1:5672/%2f,,amqp://{user}:{amqp_pw}@127.0.0.1:5673/%2f"
+                ),
+            )),
+            code: 2,
+            shows: "address 2 of 3: is empty".into(),
+        },
+        Setting {
+            what: "an AMQP_URL list whose nodes log in differently",
+            args: vec![],
+            set: Some((
+                "AMQP_URL",
+                format!(
+                    "amqp://{user}:{amqp_pw}@127.0.0.1:5672/%2f,amqp://guest:{amqp_pw}@127.0.0.1:5673/%2f"
+                ),
+            )),
+            code: 2,
+            shows: "same user, password and virtual host".into(),
+        },
+        Setting {
             what: "a DATABASE_URL without a database",
             args: vec![],
             set: Some((
@@ -485,11 +509,23 @@ async fn connection_errors_never_print_a_password() {
         secrets.user, secrets.pg_password
     );
     let stub_url = env.stub.base_url();
+    // Two nodes of a cluster, both down: the error names each one, masked.
+    let port2 = pokeq_shared::testkit::ClosedPort::bind();
+    let brokers_closed = format!(
+        "{broker_closed},{}",
+        secrets.amqp_url(&env, Some(port2.port))
+    );
     let started = Instant::now();
     for (what, amqp_url, database_url, format) in [
         (
             "a closed broker port",
             &broker_closed,
+            &database_url,
+            "text",
+        ),
+        (
+            "two closed broker ports",
+            &brokers_closed,
             &database_url,
             "text",
         ),

@@ -60,9 +60,9 @@ pub async fn require(
     }
 }
 
-/// The vhost an AMQP URL names (`/` when none), for messages.
+/// The vhost an AMQP URL names (`/` when none; the first node's of a list), for messages.
 pub fn vhost(amqp_url: &str) -> String {
-    let vhost = amqp_url
+    let vhost = pokeq_shared::broker::first_address(amqp_url)
         .parse::<lapin::uri::AMQPUri>()
         .map(|uri| uri.vhost)
         .unwrap_or_default();

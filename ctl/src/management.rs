@@ -61,7 +61,8 @@ impl std::fmt::Debug for ManagementConfig {
 }
 
 impl ManagementArgs {
-    /// Checks the URL and takes the vhost from `amqp_url`'s path (`/` when it names none).
+    /// Checks the URL and takes the vhost from `amqp_url`'s path (`/` when it names none; the
+    /// first node's, when it lists several).
     pub fn validate(&self, amqp_url: &str) -> Result<ManagementConfig, ConfigError> {
         let text = self.management_url.expose();
         let mut base = Url::parse(text).map_err(|e| ConfigError::new("MANAGEMENT_URL", text, e))?;
@@ -89,6 +90,8 @@ impl ManagementArgs {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
+        // Every node of a list has the same vhost (checked with AMQP_URL).
+        let amqp_url = pokeq_shared::broker::first_address(amqp_url);
         let vhost = lapin::uri::AMQPUri::from_str(amqp_url)
             .map_err(|e| ConfigError::new("AMQP_URL", amqp_url, e))?
             .vhost;

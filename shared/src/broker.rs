@@ -104,9 +104,70 @@ fn refused_connection(url: &str, error: &lapin::Error) -> Option<Misconfigured> 
     Some(Misconfigured::new("AMQP_URL", url, reason))
 }
 
-/// Connects once, within [`CONNECT_TIMEOUT`]. An `amqps://` URL is verified against the
-/// system's roots plus `extra_ca` (PEM). The error shows the URL with its password masked; a
-/// refused login or vhost is [`BrokerError::Misconfigured`].
+/// The broker addresses of an `AMQP_URL`: one URL, or the comma-separated URLs of a cluster's
+/// nodes (checked by [`crate::config::validate_amqp_urls`]), trimmed.
+pub fn addresses(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .collect()
+}
+
+/// The address `pokeq` reads the virtual host and the login from (the first of the list: all
+/// have the same ones).
+pub fn first_address(list: &str) -> &str {
+    addresses(list).first().copied().unwrap_or(list)
+}
+
+/// The order in which one process tries a list of nodes, and where the next try starts. The
+/// order is shuffled once per process, so that consumers started together spread over the
+/// nodes instead of all landing on the first; a try starts at the node after the one connected
+/// to last, so that a process that lost its node goes to another one first instead of waiting
+/// for the lost one (which may hang, not refuse, until it is back).
+struct Rotation {
+    order: Vec<usize>,
+    next: usize,
+}
+
+/// The [`Rotation`] of every list this process connects with, by the list's text.
+static ROTATIONS: std::sync::Mutex<Vec<(String, Rotation)>> = std::sync::Mutex::new(Vec::new());
+
+/// The addresses of `list` in the order to try them now.
+fn order_of_tries<'a>(list: &str, addresses: &[&'a str]) -> Vec<(usize, &'a str)> {
+    let mut rotations = ROTATIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let index = match rotations.iter().position(|(text, _)| text == list) {
+        Some(index) => index,
+        None => {
+            let mut order: Vec<usize> = (0..addresses.len()).collect();
+            rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rand::rng());
+            rotations.push((list.to_owned(), Rotation { order, next: 0 }));
+            rotations.len() - 1
+        }
+    };
+    let rotation = &rotations[index].1;
+    (0..addresses.len())
+        .map(|k| (rotation.next + k) % addresses.len())
+        .map(|position| (position, addresses[rotation.order[position]]))
+        .collect()
+}
+
+/// Records that `list` connected at `position` of its order: the next try starts after it.
+fn connected_at(list: &str, position: usize) {
+    let mut rotations = ROTATIONS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, rotation)) = rotations.iter_mut().find(|(text, _)| text == list) {
+        rotation.next = (position + 1) % rotation.order.len().max(1);
+    }
+}
+
+/// Connects once, within [`CONNECT_TIMEOUT`] per node. An `amqps://` URL is verified against
+/// the system's roots plus `extra_ca` (PEM). The error shows the URL with its password masked;
+/// a refused login or vhost is [`BrokerError::Misconfigured`].
+///
+/// `url` may list several nodes of a cluster, comma-separated ([`addresses`]): they are tried
+/// one after the other, in this process's order ([`Rotation`]), starting after the node
+/// connected to last, until one connects. A node that refuses the login or the vhost does not
+/// stop the others from being tried (a node still starting can refuse its vhost); if none
+/// connects, that refusal is the error, else a [`BrokerError::Connect`] naming every node.
 pub async fn connect_once(
     url: &str,
     name: &str,
@@ -119,6 +180,40 @@ pub async fn connect_once(
 /// with the connection and its management API shows them, which is how `pokeq workers` learns
 /// what each consumer is.
 pub async fn connect_once_with(
+    url: &str,
+    name: &str,
+    client_properties: &[(&str, String)],
+    extra_ca: Option<&str>,
+) -> Result<Connection, BrokerError> {
+    let addresses = addresses(url);
+    if addresses.len() <= 1 {
+        return connect_node(url.trim(), name, client_properties, extra_ca).await;
+    }
+    let mut refused = None;
+    let mut failures = Vec::with_capacity(addresses.len());
+    for (position, address) in order_of_tries(url, &addresses) {
+        match connect_node(address, name, client_properties, extra_ca).await {
+            Ok(connection) => {
+                connected_at(url, position);
+                tracing::info!(node = %mask_url(address), "connected to RabbitMQ");
+                return Ok(connection);
+            }
+            Err(error @ BrokerError::Misconfigured(_)) => {
+                tracing::warn!(node = %mask_url(address), %error, "RabbitMQ node refused the connection");
+                refused.get_or_insert(error);
+            }
+            Err(BrokerError::Connect { url, reason }) => failures.push(format!("{url}: {reason}")),
+            Err(error) => failures.push(format!("{}: {error}", mask_url(address))),
+        }
+    }
+    Err(refused.unwrap_or_else(|| BrokerError::Connect {
+        url: mask_url(url),
+        reason: format!("no node answered ({})", failures.join("; ")),
+    }))
+}
+
+/// [`connect_once_with`] to one node.
+async fn connect_node(
     url: &str,
     name: &str,
     client_properties: &[(&str, String)],
@@ -276,8 +371,8 @@ impl Link {
     /// Takes `connection` (made with [`connect`], which waits for a broker that is still
     /// starting) as the first one, opening its channel and declaring the topology.
     pub async fn adopt(&self, connection: Connection) -> Result<Channel, BrokerError> {
+        self.topology.declare_on(&connection).await?;
         let channel = confirm_channel(&connection).await?;
-        self.topology.declare(&channel).await?;
         *self.state.lock().await = Some((connection, channel.clone()));
         Ok(channel)
     }
@@ -294,8 +389,9 @@ impl Link {
         }
         *state = None;
         let connection = connect_once(&self.url, &self.name, self.extra_ca.as_deref()).await?;
+        // A dead-letter queue on a cluster node that is down does not stop the jobs.
+        self.topology.declare_on(&connection).await?;
         let channel = confirm_channel(&connection).await?;
-        self.topology.declare(&channel).await?;
         *state = Some((connection, channel.clone()));
         Ok(channel)
     }

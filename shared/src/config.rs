@@ -95,7 +95,9 @@ threads; the consumer runs one unless set).";
 /// environment value from `--help` and are [`SecretUrl`]s, whose `Debug` masks the password.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// RabbitMQ URL (amqp:// or amqps://).
+    /// RabbitMQ URL (amqp:// or amqps://), or the comma-separated URLs of a cluster's nodes
+    /// (same user, password and vhost): each process tries them in its own shuffled order and,
+    /// when it loses its node, reconnects to the next one that answers.
     #[arg(
         long,
         global = true,
@@ -165,18 +167,7 @@ pub struct Common {
 
 impl CommonArgs {
     pub fn validate(&self) -> Result<Common, ConfigError> {
-        let amqp_url = self.amqp_url.expose();
-        let amqp =
-            url::Url::parse(amqp_url).map_err(|e| ConfigError::new("AMQP_URL", amqp_url, e))?;
-        if !matches!(amqp.scheme(), "amqp" | "amqps") {
-            return Err(ConfigError::new(
-                "AMQP_URL",
-                amqp_url,
-                "scheme must be amqp or amqps",
-            ));
-        }
-        lapin::uri::AMQPUri::from_str(amqp_url)
-            .map_err(|e| ConfigError::new("AMQP_URL", amqp_url, e))?;
+        validate_amqp_urls(self.amqp_url.expose())?;
 
         let database_url = self.database_url.expose();
         let database = crate::tls::postgres_config(database_url)
@@ -234,11 +225,71 @@ impl CommonArgs {
     }
 }
 
+/// Checks `AMQP_URL`: one broker URL, or a comma-separated list of the nodes of one cluster
+/// (see [`crate::broker::addresses`]). Each must be an `amqp://` or `amqps://` URL that lapin
+/// takes, and all must log in the same way to the same virtual host: they are one broker to
+/// pokeq, which moves between them on its own, and `pokeq` reads the vhost and the management
+/// user from the first. An empty element (`a,,b`, a trailing comma) is refused rather than
+/// skipped: it is a typo, and a list that silently lost a node fails over to fewer nodes.
+pub fn validate_amqp_urls(list: &str) -> Result<(), ConfigError> {
+    let addresses: Vec<&str> = list.split(',').map(str::trim).collect();
+    let many = addresses.len() > 1;
+    let mut first: Option<(String, String, String)> = None;
+    for (n, address) in addresses.iter().enumerate() {
+        let which = |reason: String| {
+            let reason = if many {
+                format!("address {} of {}: {reason}", n + 1, addresses.len())
+            } else {
+                reason
+            };
+            ConfigError::new("AMQP_URL", list, reason)
+        };
+        if address.is_empty() {
+            return Err(which(
+                "is empty (separate the nodes' URLs with single commas)".to_owned(),
+            ));
+        }
+        let amqp = url::Url::parse(address).map_err(|e| {
+            which(if many {
+                format!("{e} (a comma in a password is written %2C)")
+            } else {
+                e.to_string()
+            })
+        })?;
+        if !matches!(amqp.scheme(), "amqp" | "amqps") {
+            return Err(which("scheme must be amqp or amqps".to_owned()));
+        }
+        let uri = lapin::uri::AMQPUri::from_str(address).map_err(which)?;
+        let login = (
+            uri.authority.userinfo.username.clone(),
+            uri.authority.userinfo.password.clone(),
+            uri.vhost.clone(),
+        );
+        match &first {
+            None => first = Some(login),
+            Some(first) if *first != login => {
+                return Err(which(
+                    "every node of the list must have the same user, password and virtual host \
+                     as the first"
+                        .to_owned(),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Replaces the password of a URL with `****`, so a value can be shown in errors and logs; a
 /// `password` in the query (a Postgres URL may carry it there) too. Text that does not parse as
 /// a URL is masked between `://user:` and `@` all the same, and a Postgres key=value string
 /// (`host=... password=...`) has its `password` value masked.
 pub fn mask_url(value: &str) -> String {
+    // A list of broker URLs (`AMQP_URL`): each one masked on its own, since the parse of the
+    // whole would take the later ones for a path and leave their passwords.
+    if value.contains(',') && value.matches("://").count() > 1 {
+        return value.split(',').map(mask_url).collect::<Vec<_>>().join(",");
+    }
     if !value.contains("://") && value.contains("password") {
         return mask_key_value_password(value);
     }
@@ -420,6 +471,49 @@ mod tests {
             mask_url("host=db password = 'a b\\'c' dbname=x"),
             "host=db password=**** dbname=x"
         );
+    }
+
+    #[test]
+    fn masks_every_password_of_a_list_of_broker_urls() {
+        assert_eq!(
+            mask_url("amqp://u:s3cret@a:5672/%2f,amqp://u:s3cret@b,amqps://u:s3cret@c/v"),
+            "amqp://u:****@a:5672/%2f,amqp://u:****@b,amqps://u:****@c/v"
+        );
+        let url = crate::secret::SecretUrl::new("amqp://u:s3cret@a, amqp://u:s3cret@b");
+        assert!(!format!("{url} {url:?}").contains("s3cret"), "{url}");
+    }
+
+    #[test]
+    fn a_list_of_broker_urls_is_refused_with_the_element_at_fault() {
+        validate_amqp_urls("amqp://u:p@a:5672/%2f").expect("one URL");
+        validate_amqp_urls("amqp://u:p@a:5672/%2f, amqp://u:p@b:5673/%2f,amqps://u:p@c/%2f")
+            .expect("three nodes");
+        for (list, says) in [
+            (
+                "amqp://u:s3cret@a,,amqp://u:s3cret@b",
+                "address 2 of 3: is empty",
+            ),
+            ("amqp://u:s3cret@a,", "address 2 of 2: is empty"),
+            (
+                "amqp://u:s3cret@a,amqp://u:other@b",
+                "address 2 of 2: every node",
+            ),
+            (
+                "amqp://u:s3cret@a/%2f,amqp://u:s3cret@b/v",
+                "same user, password and virtual",
+            ),
+            ("amqp://u:s3cret@a,amqp://v:s3cret@b", "same user"),
+            (
+                "amqp://u:s3cret@a,http://u:s3cret@b",
+                "address 2 of 2: scheme",
+            ),
+            ("amqp://u:s3c,ret@a,amqp://u:s3c,ret@b", "%2C"),
+        ] {
+            let error = validate_amqp_urls(list).expect_err(list).to_string();
+            assert!(error.starts_with("invalid AMQP_URL"), "{error}");
+            assert!(error.contains(says), "{list}: {error}");
+            assert!(!error.contains("s3cret"), "{error}");
+        }
     }
 
     #[test]

@@ -102,6 +102,18 @@ pub const BROKER_RECONNECT: Policy = Policy {
     bound: Bound::Caller,
 };
 
+/// A consumer's dead-letter ledger that cannot be read while its session is fine (on a
+/// cluster, the ledger is a classic queue and lives on one node, which may be down; or someone
+/// deleted the queue): declared and consumed again after 1 s doubling to 10 s, with jitter,
+/// for as long as the session lasts. Letters wait in the queue meanwhile, so nothing is lost
+/// by waiting; the jobs go on, and the cap finds the queue within 10 s of its node's return.
+pub const LEDGER_RESUBSCRIBE: Policy = Policy {
+    first: seconds(1),
+    longest: seconds(10),
+    jitter: true,
+    bound: Bound::Caller,
+};
+
 /// How long a consumer tries to publish one retry or dead letter the broker does not take.
 pub const SETTLE_TOTAL: Duration = seconds(30);
 
@@ -201,9 +213,10 @@ pub const fn flaky_answer(retries: u32) -> Policy {
 mod tests {
     use super::*;
 
-    const ALL: [(&str, Policy); 9] = [
+    const ALL: [(&str, Policy); 10] = [
         ("BROKER_CONNECT", BROKER_CONNECT),
         ("BROKER_RECONNECT", BROKER_RECONNECT),
+        ("LEDGER_RESUBSCRIBE", LEDGER_RESUBSCRIBE),
         ("SETTLE", SETTLE),
         ("CONSUMER_DATABASE", CONSUMER_DATABASE),
         ("PRODUCER_DATABASE", PRODUCER_DATABASE),

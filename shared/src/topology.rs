@@ -8,9 +8,10 @@
 
 use std::time::Duration;
 
-use lapin::Channel;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection};
 use serde_json::{Value, json};
 
 use crate::broker::{BrokerError, Refusal, refusal};
@@ -316,6 +317,44 @@ impl Topology {
         Ok(())
     }
 
+    /// Declares everything, as [`Topology::declare`] does, on channels of its own over
+    /// `connection`, but goes on past a classic queue that lives on a cluster node which is
+    /// down: RabbitMQ then answers the declare with `NOT_FOUND` ("home node ... of durable
+    /// queue ... is down or inaccessible") and closes the channel. Such a queue (the dead
+    /// letters, the ledger, a wait queue) is not replicated, so it comes back with its node;
+    /// meanwhile jobs flow through the quorum jobs queue, which the other nodes serve. The
+    /// jobs queue itself is never skipped. Returns the names of the queues skipped (their
+    /// bindings are skipped too), each also logged.
+    pub async fn declare_on(&self, connection: &Connection) -> Result<Vec<String>, BrokerError> {
+        let mut channel = connection.create_channel().await?;
+        let mut skipped: Vec<String> = Vec::new();
+        for declaration in self.declarations() {
+            if let Declaration::Binding { queue, .. } = &declaration
+                && skipped.contains(queue)
+            {
+                continue;
+            }
+            let Err(error) = declare_one(&channel, &declaration).await else {
+                continue;
+            };
+            match &declaration {
+                Declaration::Queue { name, .. } if *name != self.jobs() && node_down(&error) => {
+                    tracing::warn!(queue = %name, %error, "queue unavailable (its RabbitMQ node is down); going on without it");
+                    skipped.push(name.clone());
+                    channel = connection.create_channel().await?;
+                }
+                _ => {
+                    return Err(match self.refused(&declaration, &error) {
+                        Some(refused) => BrokerError::Misconfigured(refused),
+                        None => BrokerError::Amqp(error),
+                    });
+                }
+            }
+        }
+        crate::broker::close_channel(&channel).await;
+        Ok(skipped)
+    }
+
     /// What a refused `declaration` means for the settings, or `None` if `error` is no refusal.
     fn refused(&self, declaration: &Declaration, error: &lapin::Error) -> Option<Misconfigured> {
         let (refusal, message) = refusal(error)?;
@@ -367,6 +406,16 @@ impl Topology {
             })
             .collect()
     }
+}
+
+/// Whether `error` answers a queue declare for a queue whose node is down: `NOT_FOUND`, the
+/// only refusal a non-passive declare gets for a queue that exists on a node it cannot reach.
+fn node_down(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
+    )
 }
 
 async fn declare_one(channel: &Channel, declaration: &Declaration) -> Result<(), lapin::Error> {

@@ -13,6 +13,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
     refused: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
     generation: watch::Sender<u64>,
 }
 
@@ -22,11 +23,13 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address");
         let cut = Arc::new(AtomicBool::new(false));
         let refused = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
         let (generation, _) = watch::channel(0u64);
         let proxy = Self {
             addr,
             cut: Arc::clone(&cut),
             refused: Arc::clone(&refused),
+            accepted: Arc::clone(&accepted),
             generation: generation.clone(),
         };
         tokio::spawn(async move {
@@ -36,6 +39,7 @@ impl Proxy {
                     drop(inbound);
                     continue;
                 }
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let mut cut_signal = generation.subscribe();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else {
@@ -63,6 +67,11 @@ impl Proxy {
     /// and is trying it again.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::SeqCst)
+    }
+
+    /// Connections passed through to the upstream so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn restore(&self) {
