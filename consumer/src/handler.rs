@@ -137,7 +137,9 @@ impl Handler {
             });
         }
         let tries = failures.saturating_add(1);
-        let known = (!item.validators.is_empty()).then_some(&item.validators);
+        // A followed job needs the document's links, which pokeq does not keep: it asks for the
+        // whole document, as a `304 Not Modified` would leave nothing to follow.
+        let known = (!item.validators.is_empty() && !job.follow).then_some(&item.validators);
         // `decode` accepted only known resources; any other than pokemon is in `resources`.
         let other = resources::by_name(&job.resource);
         let fetched = match other {

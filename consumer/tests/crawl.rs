@@ -337,3 +337,56 @@ fn a_job_names_its_resource() {
         r#"{"v":1,"resource":"type","id":3,"name":"fire"}"#
     );
 }
+
+/// Pokemon stored by a run that did not follow links are crawled by `--follow --refresh`: the
+/// refreshed documents come back whole (no conditional request, whose 304 would leave no links
+/// to follow), and every document they link to is reached.
+#[tokio::test]
+async fn a_refresh_that_follows_links_crawls_from_pokemon_already_stored() {
+    let env = TestEnv::start(StubConfig {
+        count: 20,
+        ..StubConfig::default()
+    })
+    .await;
+    let expected = reachable(env.stub.dataset());
+    let total: usize = expected.values().map(BTreeSet::len).sum();
+    env.run_producer(&[]).await;
+    let consumer = env.spawn_consumer(&[]);
+    assert!(
+        wait_until(SETTLE, || async {
+            count(&env, "pokemon", "done").await == 20
+        })
+        .await,
+        "{:?}",
+        counts(&env).await
+    );
+
+    let summary = env.run_producer(&["--follow", "--refresh"]).await;
+    assert_eq!(summary.published, 20, "{summary}");
+    let settled = wait_until(SETTLE, || async {
+        let counts = counts(&env).await;
+        let done: i64 = counts
+            .iter()
+            .filter(|((_, status), _)| status == "done")
+            .map(|(_, n)| n)
+            .sum();
+        done == total as i64
+    })
+    .await;
+    assert!(settled, "crawl not done: {:?}", counts(&env).await);
+    for (resource, ids) in &expected {
+        assert_eq!(
+            count(&env, resource, "done").await,
+            ids.len() as i64,
+            "{resource}"
+        );
+    }
+    let pokemon = env.stub.dataset().ids()[0];
+    assert_eq!(
+        env.stub
+            .resource_detail_requests(Resource::Pokemon, pokemon),
+        2,
+        "each pokemon asked once per run"
+    );
+    consumer.stop().await.expect("clean stop");
+}
