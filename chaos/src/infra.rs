@@ -330,6 +330,14 @@ impl Rabbit {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Freezes the node (SIGSTOP to its process group): it answers nothing, confirms nothing,
+    /// until [`Self::kill`] ends it.
+    pub fn freeze(&self) {
+        if let Some(pid) = self.child.as_ref().and_then(|child| child.id()) {
+            kill_group(pid, libc::SIGSTOP);
+        }
+    }
+
     /// A crash: SIGKILL to the node's whole process group, no goodbye to anyone.
     pub async fn kill(&mut self) {
         let Some(mut child) = self.child.take() else {

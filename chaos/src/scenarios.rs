@@ -428,6 +428,12 @@ async fn leader_kill(run: &mut Run<'_>, size: Size, publishing: bool) -> Result<
     let what = format!("SIGKILL of n{} (leader)", leader + 1);
     if publishing {
         // Right while a page's jobs are unconfirmed, so that their confirms die with the node.
+        // The node is frozen first: a page's confirms come back within milliseconds, and a kill
+        // made when a page was merely seen in flight came after them in one run of three (the
+        // producer then had nothing to re-send). Frozen, the node confirms nothing more; 300 ms
+        // later every page still `pending` waits for confirms that will never come.
+        run.infra.rabbits[leader].freeze();
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let at = run.wait_publishing().await?;
         run.infra.rabbits[leader].kill().await;
         run.losses.push(Loss { what, at });
