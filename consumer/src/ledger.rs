@@ -103,11 +103,17 @@ pub async fn keep_consuming(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut waits = retry::LEDGER_RESUBSCRIBE.waits();
+    // The session declared the topology just before: declaring it again at once would recreate
+    // a queue someone deleted since (an operator, or a test replacing a wait queue), so only
+    // a second try declares.
+    let mut declared = true;
     loop {
         let attempt = async {
-            let skipped = topology.declare_on(connection).await?;
-            if skipped.contains(&topology.ledger()) {
-                anyhow::bail!("the ledger queue's node is down");
+            if !declared {
+                let skipped = topology.declare_on(connection).await?;
+                if skipped.contains(&topology.ledger()) {
+                    anyhow::bail!("the ledger queue's node is down");
+                }
             }
             let channel = connection.create_channel().await?;
             let consumed = consume(&channel, &topology.ledger(), store, health, shutdown).await;
@@ -118,6 +124,7 @@ pub async fn keep_consuming(
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
+        declared = false;
         if shutdown.is_cancelled() {
             return Ok(());
         }
