@@ -50,6 +50,21 @@ async fn counts(env: &TestEnv) -> BTreeMap<(String, String), i64> {
         .collect()
 }
 
+/// Waits until `total` items of any resources are done.
+async fn wait_crawled(env: &TestEnv, total: usize) {
+    let settled = wait_until(SETTLE, || async {
+        let done: i64 = counts(env)
+            .await
+            .iter()
+            .filter(|((_, status), _)| status == "done")
+            .map(|(_, n)| n)
+            .sum();
+        done == total as i64
+    })
+    .await;
+    assert!(settled, "crawl not done: {:?}", counts(env).await);
+}
+
 async fn count(env: &TestEnv, resource: &str, status: &str) -> i64 {
     counts(env)
         .await
@@ -84,17 +99,7 @@ async fn a_crawl_from_pokemon_reaches_every_linked_document_once_and_a_rerun_pub
     assert_eq!(summary.published, 60, "only the pokemon list is published");
     let first = env.spawn_consumer(&[]);
     let second = env.spawn_consumer(&[]);
-    let settled = wait_until(SETTLE, || async {
-        let counts = counts(&env).await;
-        let done: i64 = counts
-            .iter()
-            .filter(|((_, status), _)| status == "done")
-            .map(|(_, n)| n)
-            .sum();
-        done == total as i64
-    })
-    .await;
-    assert!(settled, "crawl not done: {:?}", counts(&env).await);
+    wait_crawled(&env, total).await;
 
     for (resource, ids) in &expected {
         assert_eq!(
@@ -363,17 +368,7 @@ async fn a_refresh_that_follows_links_crawls_from_pokemon_already_stored() {
 
     let summary = env.run_producer(&["--follow", "--refresh"]).await;
     assert_eq!(summary.published, 20, "{summary}");
-    let settled = wait_until(SETTLE, || async {
-        let counts = counts(&env).await;
-        let done: i64 = counts
-            .iter()
-            .filter(|((_, status), _)| status == "done")
-            .map(|(_, n)| n)
-            .sum();
-        done == total as i64
-    })
-    .await;
-    assert!(settled, "crawl not done: {:?}", counts(&env).await);
+    wait_crawled(&env, total).await;
     for (resource, ids) in &expected {
         assert_eq!(
             count(&env, resource, "done").await,
