@@ -382,14 +382,32 @@ async fn jobs_leader(run: &mut Run<'_>) -> Result<usize> {
     Ok(leader)
 }
 
+/// Keeps the cluster nodes' logs with the run's, for its report.
+fn keep_node_logs(run: &mut Run<'_>) {
+    for rabbit in &run.infra.rabbits {
+        run.infra_logs.push(rabbit.log.clone());
+    }
+}
+
+/// Starts the consumers on the cluster, publishes the whole list and waits until `percent`% of
+/// it is done.
+async fn run_until_done(run: &mut Run<'_>, percent: i64) -> Result<()> {
+    let n = run.n;
+    start_consumers(run, CLUSTER_CONSUMERS, GRACE).await?;
+    run.spawn_producer(&[])?;
+    wait_producer(run).await?;
+    run.wait_for(&format!("{percent}% done"), |c| {
+        c.done >= fraction(n, percent)
+    })
+    .await
+}
+
 /// 6, 7. The node leading the quorum jobs queue SIGKILLed at 30%, started again after the
 ///    outage. With `publishing`, the producer is still publishing, on that very node: it
 ///    starts alone, so its declaration places the queue's leader on its own node (RabbitMQ's
 ///    `client-local` default), and its unconfirmed publishes die with the node.
 async fn leader_kill(run: &mut Run<'_>, size: Size, publishing: bool) -> Result<()> {
-    for rabbit in &run.infra.rabbits {
-        run.infra_logs.push(rabbit.log.clone());
-    }
+    keep_node_logs(run);
     let n = run.n;
     if publishing {
         run.spawn_producer(&["--page-size", "25", "--concurrency", "1"])?;
@@ -401,11 +419,7 @@ async fn leader_kill(run: &mut Run<'_>, size: Size, publishing: bool) -> Result<
         })
         .await?;
     } else {
-        start_consumers(run, CLUSTER_CONSUMERS, GRACE).await?;
-        run.spawn_producer(&[])?;
-        wait_producer(run).await?;
-        run.wait_for("30% done", |c| c.done >= fraction(n, 30))
-            .await?;
+        run_until_done(run, 30).await?;
     }
     let leader = jobs_leader(run).await?;
     let (consumers, _) = spread(run, "pokeq-consumer").await?;
@@ -475,15 +489,9 @@ async fn leader_kill(run: &mut Run<'_>, size: Size, publishing: bool) -> Result<
 /// 8. The node with the most consumers stopped (`rabbitmqctl stop`) at 30% done, started
 ///    again after the outage.
 async fn node_restart(run: &mut Run<'_>, size: Size) -> Result<()> {
-    for rabbit in &run.infra.rabbits {
-        run.infra_logs.push(rabbit.log.clone());
-    }
+    keep_node_logs(run);
     let n = run.n;
-    start_consumers(run, CLUSTER_CONSUMERS, GRACE).await?;
-    run.spawn_producer(&[])?;
-    wait_producer(run).await?;
-    run.wait_for("30% done", |c| c.done >= fraction(n, 30))
-        .await?;
+    run_until_done(run, 30).await?;
     let leader = jobs_leader(run).await?;
     let (consumers, counts) = spread(run, "pokeq-consumer").await?;
     let Some((target, _)) = counts
@@ -520,15 +528,9 @@ async fn node_restart(run: &mut Run<'_>, size: Size) -> Result<()> {
 ///    once no quorum queue needs it for its majority (`rabbitmq-queues
 ///    check_if_node_is_quorum_critical`), as an operator's rolling restart does.
 async fn rolling_restart(run: &mut Run<'_>, size: Size) -> Result<()> {
-    for rabbit in &run.infra.rabbits {
-        run.infra_logs.push(rabbit.log.clone());
-    }
+    keep_node_logs(run);
     let n = run.n;
-    start_consumers(run, CLUSTER_CONSUMERS, GRACE).await?;
-    run.spawn_producer(&[])?;
-    wait_producer(run).await?;
-    run.wait_for("15% done", |c| c.done >= fraction(n, 15))
-        .await?;
+    run_until_done(run, 15).await?;
     for target in 0..run.infra.rabbits.len() {
         let deadline = Instant::now() + run.infra.timeout;
         loop {
